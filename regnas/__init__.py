@@ -1,0 +1,45 @@
+"""regnas: search the AnyNet and RegNet design spaces with Optuna, train with JAX and Flax.
+
+The architecture maths (`RegNetParams`, `AnyNetSpec`, `complexity`) imports only numpy; the names
+that need JAX or Optuna load on first use, so ``from regnas import complexity`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from regnas.complexity import complexity
+from regnas.regnet import RegNetParams
+from regnas.spec import AnyNetSpec, StageSpec
+
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnyNet",
+    "AnyNetSpec",
+    "RegNetParams",
+    "SearchConfig",
+    "StageSpec",
+    "TrainConfig",
+    "Trainer",
+    "complexity",
+    "load_architecture",
+    "run_search",
+]
+
+_LAZY = {
+    "AnyNet": "regnas.models",
+    "SearchConfig": "regnas.study",
+    "TrainConfig": "regnas.engine",
+    "Trainer": "regnas.engine",
+    "load_architecture": "regnas.archive",
+    "run_search": "regnas.study",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'regnas' has no attribute {name!r}")

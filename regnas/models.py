@@ -1,0 +1,170 @@
+"""Flax AnyNet: stem, stages of residual bottleneck blocks, and a linear head.
+
+Parameter paths (`stem`, `s1`, `b1`, `conv_a`, `head`, ...) are a checkpoint format: keep them.
+Each module mirrors a counter in `regnas.complexity`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from regnas.complexity import se_width
+from regnas.spec import AnyNetSpec, StageSpec
+
+
+GroupedConvImpl = Literal["auto", "dense", "native"]
+
+# BatchNorm as in pycls: PyTorch momentum 0.1 is a running-average decay of 0.9 here.
+_norm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
+# pycls's initialization: convolutions normal with std sqrt(2 / (k * k * out_channels)), the
+# classifier normal with std 0.01, biases zero. `init_variables` draws the same on the host.
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+_head_init = nn.initializers.normal(0.01)
+_HEAD_STD = 0.01
+
+
+def resolve_grouped_conv(impl: GroupedConvImpl) -> Literal["dense", "native"]:
+    """Pick how grouped convolutions run: "dense" on CPU, XLA's native grouped kernel elsewhere.
+
+    XLA:CPU runs `feature_group_count` convolutions through a slow generic path (10-30x slower
+    than a dense convolution of the same shape, forward plus backward), so on CPU each grouped
+    kernel is expanded to a block-diagonal dense kernel. Measurements: docs/benchmarks.md.
+    """
+    if impl not in ("auto", "dense", "native"):
+        raise ValueError(f"grouped_conv must be 'auto', 'dense' or 'native', got {impl!r}.")
+    if impl == "auto":
+        return "dense" if jax.default_backend() == "cpu" else "native"
+    return impl
+
+
+class GroupedConv3x3(nn.Module):
+    """3x3 grouped convolution, no bias; the kernel is stored grouped (3, 3, w / groups, w)."""
+
+    features: int
+    groups: int
+    stride: int
+    impl: Literal["dense", "native"]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        w_in = x.shape[-1]
+        group_in, group_out = w_in // self.groups, self.features // self.groups
+        kernel = self.param(
+            "kernel", _conv_init, (3, 3, group_in, self.features), jnp.float32
+        ).astype(x.dtype)
+        groups = self.groups
+        if self.impl == "dense" and groups > 1:
+            # Spread the grouped kernel onto the block diagonal of a dense kernel: more flops, but
+            # XLA:CPU runs the dense convolution through its fast path.
+            blocks = kernel.reshape(3, 3, group_in, groups, group_out)
+            eye = jnp.eye(groups, dtype=kernel.dtype)
+            kernel = jnp.einsum("hwigo,fg->hwfigo", blocks, eye).reshape(3, 3, w_in, self.features)
+            groups = 1
+        return jax.lax.conv_general_dilated(
+            x,
+            kernel,
+            window_strides=(self.stride, self.stride),
+            padding=((1, 1), (1, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )
+
+
+class SqueezeExcitation(nn.Module):
+    """Squeeze-excitation: global pool, 1x1 conv, ReLU, 1x1 conv, sigmoid, channel scaling."""
+
+    w_se: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = jnp.mean(x, axis=(1, 2), keepdims=True)
+        scale = nn.relu(nn.Conv(self.w_se, (1, 1), kernel_init=_conv_init, name="reduce")(scale))
+        scale = nn.Conv(x.shape[-1], (1, 1), kernel_init=_conv_init, name="expand")(scale)
+        scale = nn.sigmoid(scale)
+        return x * scale
+
+
+class BottleneckBlock(nn.Module):
+    """Residual bottleneck: 1x1, BN, ReLU; 3x3 grouped, BN, ReLU; [SE]; 1x1, BN; add; ReLU."""
+
+    stage: StageSpec
+    stride: int
+    grouped_conv: Literal["dense", "native"]
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        w_in, stage = x.shape[-1], self.stage
+        norm = functools.partial(_norm, use_running_average=not train)
+        conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), use_bias=False,
+                                    kernel_init=_conv_init)
+
+        shortcut = x
+        if w_in != stage.width or self.stride != 1:
+            shortcut = conv1x1(stage.width, strides=self.stride, name="proj")(x)
+            shortcut = norm(name="proj_bn")(shortcut)
+
+        y = nn.relu(norm(name="bn_a")(conv1x1(stage.inner_width, name="conv_a")(x)))
+        y = GroupedConv3x3(stage.inner_width, stage.groups, self.stride, self.grouped_conv,
+                           name="conv_b")(y)
+        y = nn.relu(norm(name="bn_b")(y))
+        w_se = se_width(w_in, stage.se_ratio)
+        if w_se:
+            y = SqueezeExcitation(w_se, name="se")(y)
+        y = conv1x1(stage.width, name="conv_c")(y)
+        # A zero final gamma starts every block as the identity, which steadies early training.
+        y = norm(name="bn_c", scale_init=nn.initializers.zeros)(y)
+        return nn.relu(y + shortcut)
+
+
+class AnyNet(nn.Module):
+    """AnyNet classifier built from an `AnyNetSpec`; inputs are NHWC floats."""
+
+    spec: AnyNetSpec
+    grouped_conv: GroupedConvImpl = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        spec, impl = self.spec, resolve_grouped_conv(self.grouped_conv)
+        x = nn.Conv(spec.stem_w, (3, 3), strides=spec.stem_stride, padding=((1, 1), (1, 1)),
+                    use_bias=False, kernel_init=_conv_init, name="stem")(x)
+        x = nn.relu(_norm(use_running_average=not train, name="stem_bn")(x))
+        for stage_index, stage in enumerate(spec.stages, start=1):
+            for block_index in range(1, stage.depth + 1):
+                stride = stage.stride if block_index == 1 else 1
+                x = BottleneckBlock(stage, stride, impl, name=f"s{stage_index}_b{block_index}")(
+                    x, train
+                )
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(spec.num_classes, kernel_init=_head_init, name="head")(x)
+
+
+def init_variables(model: AnyNet, seed: int, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Initialize parameters and BatchNorm statistics on the host, with `model.init`'s rules.
+
+    `model.init` runs every initializer as its own small XLA computation, which took 5-10 s for a
+    12-block network on a 2-core CPU; drawing the same distributions with numpy takes
+    milliseconds. Only shapes come from tracing the model.
+    """
+    sample = jax.ShapeDtypeStruct(input_shape, jnp.float32)
+    shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.key(0), sample)
+    rng = np.random.default_rng(seed)
+
+    def initial_value(path: tuple[Any, ...], leaf: jax.ShapeDtypeStruct) -> np.ndarray:
+        names = [str(getattr(entry, "key", entry)) for entry in path]
+        shape, name = leaf.shape, names[-1]
+        if name == "kernel" and len(shape) == 4:
+            std = np.sqrt(2.0 / (shape[0] * shape[1] * shape[3]))
+            return rng.normal(0.0, std, shape).astype(np.float32)
+        if name == "kernel":
+            return rng.normal(0.0, _HEAD_STD, shape).astype(np.float32)
+        if name == "var" or (name == "scale" and names[-2] != "bn_c"):
+            return np.ones(shape, np.float32)
+        return np.zeros(shape, np.float32)
+
+    return jax.tree_util.tree_map_with_path(initial_value, shapes)

@@ -1,0 +1,101 @@
+"""Optuna storages: resolve the `--storage` argument and open it with settings that suit workers.
+
+A plain path, or no argument at all, means a SQLite file; anything with ``://`` is an Optuna storage
+URL and is passed through.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+import re
+from typing import Any
+
+import optuna
+
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE_PATH = Path("studies") / "regnas.db"
+# Seconds a SQLite connection waits for another writer's lock before failing.
+SQLITE_BUSY_TIMEOUT = 60.0
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def resolve_storage(value: str | None) -> str:
+    """Return a storage URL: a SQLite URL with an absolute path for a file path or None.
+
+    Args:
+        value: A storage URL, a path to a SQLite file, or None for ``studies/regnas.db``.
+    """
+    if value is not None and not value.strip():
+        raise ValueError("--storage is empty; pass a URL such as sqlite:///studies/regnas.db.")
+    if value is not None and "://" in value:
+        if not _URL_SCHEME.match(value):
+            raise ValueError(
+                f"Invalid storage URL {value!r}; expected SCHEME://..., for example "
+                "sqlite:///studies/regnas.db or postgresql://user@host/db."
+            )
+        if value.startswith("sqlite:///") and value != "sqlite:///:memory:":
+            return "sqlite:///" + str(Path(value[len("sqlite:///"):]).expanduser().resolve())
+        return value
+    path = Path(value).expanduser() if value is not None else DEFAULT_STORAGE_PATH
+    return "sqlite:///" + str(path.resolve())
+
+
+def sqlite_path(url: str) -> Path | None:
+    """Return the file of a SQLite URL, or None for other storages."""
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        return Path(url[len("sqlite:///"):])
+    return None
+
+
+def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
+    """Open an Optuna storage; raise ValueError with the URL and the fix when that fails.
+
+    Args:
+        url: A storage URL (see `resolve_storage`).
+        create: Whether a missing SQLite file may be created. Read-only commands pass False so
+            that a mistyped path is reported instead of leaving an empty database behind.
+    """
+    engine_kwargs: dict[str, Any] = {}
+    path = sqlite_path(url)
+    if path is not None:
+        if not create and not path.is_file():
+            raise ValueError(
+                f"Storage file {path} does not exist. Pass the --storage that the search used."
+            )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ImportError as error:
+        raise ValueError(
+            f"Cannot open storage {mask_password(url)}: {error}. Install the database driver, "
+            "for example 'pip install psycopg2-binary' for PostgreSQL."
+        ) from None
+    except Exception as error:  # SQLAlchemy and Optuna raise many types for a bad URL.
+        raise ValueError(
+            f"Cannot open storage {mask_password(url)}: {type(error).__name__}: {error}"
+        ) from None
+
+
+def mask_password(url: str) -> str:
+    """Return `url` with any password replaced by ***, for logs and exported files."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return sorted(summary.study_name for summary in optuna.get_all_study_summaries(storage))
+
+
+def load_existing_study(name: str, storage: optuna.storages.BaseStorage,
+                        storage_url: str) -> optuna.Study:
+    """Load a study, or raise ValueError listing the studies that the storage has."""
+    names = study_names(storage)
+    if name not in names:
+        known = ", ".join(names) if names else "none"
+        raise ValueError(
+            f"Study {name!r} not found in {mask_password(storage_url)}. Studies there: {known}."
+        )
+    return optuna.load_study(study_name=name, storage=storage)

@@ -1,0 +1,214 @@
+"""Run a search with one or more worker processes on one study.
+
+The parent creates the study (and its schema) once, finds the data, then either works itself
+(one worker) or starts worker processes with the spawn method and shows the progress of the
+whole study. It never initializes a JAX backend, so spawned workers own the devices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+
+import optuna
+from tqdm import tqdm
+
+from regnas import data as data_lib
+from regnas.cli import SearchError, setup_logging
+from regnas.engine import DeviceData
+from regnas.study import (
+    MAX_CONSECUTIVE_FAILURES,
+    SearchConfig,
+    best_text,
+    check_budget,
+    count_finished,
+    format_trial,
+    is_rejected,
+    make_objective,
+    open_study,
+)
+from regnas.storage import mask_password, resolve_storage, sqlite_path
+from regnas.versions import package_versions
+
+
+_logger = logging.getLogger(__name__)
+
+# Seconds between two looks at the study while worker processes run.
+_POLL_SECONDS = 5.0
+_GPU_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin")
+
+
+def default_workers() -> int:
+    """Return one worker per CPU core (at most 4) on CPU hosts, and 1 when a GPU plugin exists.
+
+    On this project's 2-core benchmark machine two single-core workers train about 1.3x more
+    images per second than one worker on both cores, and one compiles while the other trains
+    (docs/benchmarks.md). The GPU check looks for JAX's plugin packages rather than asking JAX,
+    because initializing a backend here would claim the device before the workers start.
+    """
+    if any(importlib.util.find_spec(name) for name in _GPU_PLUGINS):
+        return 1
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def run_search(config: SearchConfig, workers: int | None = None,
+               resume_command: str = "python -m regnas.search", verbose: bool = False) -> int:
+    """Run the search until the study holds `config.trials` finished trials.
+
+    Args:
+        config: The search settings.
+        workers: Worker processes; None picks `default_workers()`.
+        resume_command: The command printed after an interruption.
+        verbose: Whether worker processes log debug messages.
+
+    Returns:
+        The number of finished trials in the study.
+    """
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise ValueError(f"--workers must be a positive integer, got {workers!r}.")
+    workers = workers or default_workers()
+    storage_url = resolve_storage(config.storage)
+    path = sqlite_path(storage_url)
+    _logger.info("regnas search with %d worker(s): %s", workers, dataclasses.asdict(config))
+    _logger.info("versions: %s", package_versions())
+    print(f"Storage: {path if path else mask_password(storage_url)}", flush=True)
+    check_budget(config)
+    study = open_study(config, storage_url)
+
+    finished = count_finished(study)
+    if finished >= config.trials:
+        print(f"Study {config.study!r} already has {finished} finished trials "
+              f"(--trials {config.trials}); nothing to do.")
+        return finished
+    # Find (or download) the data once, so that workers do not race to download it.
+    config = dataclasses.replace(config, data_dir=str(data_lib.find_data_dir(config.data_dir)))
+
+    try:
+        if workers == 1:
+            work(config, storage_url, worker=0, show_progress=True)
+        else:
+            _run_processes(config, storage_url, workers, verbose)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted with {count_finished(study)} of {config.trials} trials finished. "
+              f"Rerun to continue: {resume_command}", file=sys.stderr)
+        raise
+
+    finished = count_finished(study)
+    print(f"Study {config.study!r}: {finished} finished trials; {best_text(study)}.")
+    return finished
+
+
+def work(config: SearchConfig, storage_url: str, worker: int, show_progress: bool) -> None:
+    """Run trials in this process until the study holds `config.trials` finished trials."""
+    study = open_study(config, storage_url, worker=worker)
+    splits = data_lib.load_splits(data_lib.find_data_dir(config.data_dir), config.train_size,
+                                  config.val_size)
+    device_data = DeviceData.create(splits.train_images, splits.train_labels, splits.val_images,
+                                    splits.val_labels, config.batch_size)
+    objective = make_objective(config, device_data)
+
+    failures, rejected = 0, 0
+    first, start = count_finished(study), time.perf_counter()
+    # On a terminal a bar with ETA; in a log file (disable=None) the per-trial lines carry it.
+    progress = tqdm(total=config.trials, initial=first, unit="trial", dynamic_ncols=True,
+                    file=sys.stderr, desc=config.study, disable=None if show_progress else True)
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal failures, rejected
+        if is_rejected(trial):
+            rejected += 1
+            progress.set_postfix(rejected=rejected)
+            _logger.debug(format_trial(trial, study))
+            return
+        failures = failures + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
+        done = count_finished(study)
+        progress.update(done - progress.n)
+        eta = _eta(time.perf_counter() - start, done - first, config.trials - done)
+        _logger.info("%s [%d/%d, ETA %s]", format_trial(trial, study), done, config.trials, eta)
+
+    try:
+        while count_finished(study) < config.trials:
+            if failures >= MAX_CONSECUTIVE_FAILURES:
+                raise SearchError(f"{failures} trials in a row failed; see their reasons above. "
+                                  "Fix the cause, then rerun the command to continue.")
+            study.optimize(objective, n_trials=1, callbacks=[after_trial])
+    finally:
+        progress.close()
+        _logger.info("Worker %d: %d sampled architectures were rejected before training.",
+                     worker, rejected)
+
+
+def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose: bool) -> None:
+    context = multiprocessing.get_context("spawn")
+    cpus = sorted(os.sched_getaffinity(0))
+    processes = []
+    for index in range(workers):
+        # Give each worker its own cores; XLA:CPU threads of two workers on one core only contend.
+        share = [cpu for position, cpu in enumerate(cpus) if position % workers == index]
+        process = context.Process(target=_worker_main, name=f"regnas-worker-{index}",
+                                  args=(config, storage_url, index, share, verbose))
+        process.start()
+        processes.append(process)
+
+    study = optuna.load_study(study_name=config.study, storage=storage_url)
+    first, start = count_finished(study), time.perf_counter()
+    progress = tqdm(total=config.trials, initial=first, unit="trial", dynamic_ncols=True,
+                    file=sys.stderr, desc=config.study, disable=None)
+    try:
+        while any(process.is_alive() for process in processes):
+            time.sleep(_POLL_SECONDS)
+            progress.update(count_finished(study) - progress.n)
+    except KeyboardInterrupt:
+        _stop(processes)
+        raise
+    finally:
+        progress.close()
+    _logger.info("Workers finished in %.0fs.", time.perf_counter() - start)
+
+    failed = [f"worker {index} (exit code {process.exitcode})"
+              for index, process in enumerate(processes) if process.exitcode != 0]
+    if failed:
+        raise SearchError(f"{', '.join(failed)} stopped with an error; see its log above. Rerun "
+                          "the command to continue the study.")
+
+
+def _worker_main(config: SearchConfig, storage_url: str, index: int, cpus: list[int],
+                 verbose: bool) -> None:
+    if cpus and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, cpus)
+    setup_logging(verbose, prefix=f"w{index} ")
+    try:
+        work(config, storage_url, worker=index, show_progress=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except (SearchError, ValueError, FileNotFoundError) as error:
+        _logger.error("Worker %d stopped: %s", index, error)
+        sys.exit(1)
+
+
+def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
+    # A terminal's Ctrl-C reaches every worker already; a signal sent to the parent alone does
+    # not, so forward it. Each worker marks its running trial failed before exiting.
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            try:
+                os.kill(process.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+    for process in processes:
+        process.join(timeout=30)
+        if process.is_alive():
+            process.terminate()
+
+
+def _eta(elapsed: float, done: int, remaining: int) -> str:
+    if done <= 0:
+        return "unknown"
+    seconds = int(elapsed / done * max(remaining, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
