@@ -179,8 +179,12 @@ class Trainer:
         )
         return time.perf_counter() - start
 
-    def epochs(self) -> Iterator[EpochResult]:
+    def epochs(self, evaluate: bool = True) -> Iterator[EpochResult]:
         """Train epoch by epoch, yielding the metrics after each one.
+
+        Args:
+            evaluate: Whether to evaluate after every epoch; when False the evaluation fields
+                of each result are NaN, which keeps a test set out of training decisions.
 
         Raises:
             NonFiniteLossError: The mean training loss of an epoch was NaN or infinite.
@@ -203,7 +207,7 @@ class Trainer:
             seconds = time.perf_counter() - start
             if not math.isfinite(loss):
                 raise NonFiniteLossError(f"training loss is {loss} in epoch {epoch}")
-            eval_accuracy, eval_loss = self.evaluate()
+            eval_accuracy, eval_loss = self.evaluate() if evaluate else (math.nan, math.nan)
             images = self.steps_per_epoch * self.config.batch_size
             yield EpochResult(epoch, loss, accuracy, eval_accuracy, eval_loss, seconds,
                               images / seconds)

@@ -19,6 +19,7 @@ from regnas.engine import DeviceData, EpochResult, NonFiniteLossError, TrainConf
 from regnas.space import RegNetSpace
 from regnas.spec import AnyNetSpec
 from regnas.storage import open_storage
+from regnas.versions import package_versions
 
 
 _logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ _logger = logging.getLogger(__name__)
 DEFAULT_STUDY = "regnetx-fashion-mnist"
 IMAGE_SIZE = 28
 SETTINGS_KEY = "regnas.settings"
+VERSIONS_KEY = "regnas.versions"
 REJECTED_KEY = "rejected"
 # Stop after this many trials in a row fail, because then something other than the sampled
 # architectures is broken (data, memory, drivers).
@@ -143,6 +145,7 @@ def open_study(config: SearchConfig, storage_url: str, worker: int = 0) -> optun
     stored = study.user_attrs.get(SETTINGS_KEY)
     if stored is None:
         study.set_user_attr(SETTINGS_KEY, settings)
+        study.set_user_attr(VERSIONS_KEY, package_versions())
     elif stored != settings:
         changed = [f"{key}: stored {stored.get(key)!r}, now {settings.get(key)!r}"
                    for key in sorted(set(stored) | set(settings))

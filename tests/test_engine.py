@@ -1,0 +1,113 @@
+"""Training engine: BatchNorm handling, deterministic evaluation, one compile per architecture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import contextlib
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from regnas import AnyNetSpec, StageSpec
+from regnas.engine import DeviceData, NonFiniteLossError, TrainConfig, Trainer
+
+from conftest import make_images
+
+
+SPEC = AnyNetSpec(stages=(StageSpec(1, 16), StageSpec(1, 32)))
+
+
+@pytest.fixture(scope="module")
+def device_data() -> DeviceData:
+    images, labels = make_images(320, seed=3)
+    return DeviceData.create(images[:256, ..., None], labels[:256].astype(np.int32),
+                             images[256:, ..., None], labels[256:].astype(np.int32), 64)
+
+
+@contextlib.contextmanager
+def count_compiles() -> Iterator[list[str]]:
+    """Collect one entry per XLA backend compilation inside the block."""
+    events: list[str] = []
+
+    def listener(event: str, duration: float, **kwargs: object) -> None:
+        if event == "/jax/core/compile/backend_compile_duration":
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+def test_train_epoch_updates_batch_stats(device_data: DeviceData) -> None:
+    trainer = Trainer(SPEC, TrainConfig(epochs=1, batch_size=64), device_data)
+    before = jax.device_get(trainer.state.batch_stats["stem_bn"]["mean"]).copy()
+
+    result = next(trainer.epochs())
+
+    after = jax.device_get(trainer.state.batch_stats["stem_bn"]["mean"])
+    assert not np.allclose(before, after)
+    assert math.isfinite(result.train_loss)
+    assert 0.0 <= result.eval_accuracy <= 1.0
+
+
+def test_evaluation_is_deterministic(device_data: DeviceData) -> None:
+    trainer = Trainer(SPEC, TrainConfig(epochs=1, batch_size=64), device_data)
+    next(trainer.epochs())
+
+    first, second = trainer.evaluate(), trainer.evaluate()
+
+    assert first == second
+
+
+def test_padded_evaluation_counts_real_images() -> None:
+    images, labels = make_images(100, seed=4)
+    data = DeviceData.create(images[..., None], labels.astype(np.int32), images[:70, ..., None],
+                             labels[:70].astype(np.int32), batch_size=64)
+
+    # 70 images pad to two batches of 64; only the real ones count.
+    assert data.eval_images.shape[0] == 128
+    assert data.eval_count == 70
+    assert float(data.eval_mask.sum()) == 70
+
+
+def test_architecture_compiles_once(device_data: DeviceData) -> None:
+    config = TrainConfig(epochs=2, batch_size=64)
+    warmup = Trainer(SPEC, config, device_data)
+    list(warmup.epochs())  # Compiles the small host-side helpers once.
+
+    other = AnyNetSpec(stages=(StageSpec(2, 24),))
+    trainer = Trainer(other, config, device_data)
+    with count_compiles() as compiles:
+        trainer.compile()
+    with count_compiles() as later:
+        results = list(trainer.epochs())
+
+    assert len(compiles) == 3  # train step, evaluation step, epoch order
+    assert later == []
+    assert [result.epoch for result in results] == [1, 2]
+
+
+def test_non_finite_loss_raises(device_data: DeviceData) -> None:
+    trainer = Trainer(SPEC, TrainConfig(epochs=3, batch_size=64, lr=1e30, warmup_epochs=0),
+                      device_data)
+
+    with pytest.raises(NonFiniteLossError, match="training loss"):
+        list(trainer.epochs())
+
+
+def test_config_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=float("nan"))
+
+
+def test_too_few_images_for_a_batch() -> None:
+    images = np.zeros((10, 28, 28, 1), np.uint8)
+    labels = np.zeros(10, np.int32)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        DeviceData.create(images, labels, images, labels, batch_size=64)

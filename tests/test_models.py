@@ -1,0 +1,75 @@
+"""Flax AnyNet: the dense grouped convolution equals XLA's grouped one; host initialization."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from regnas import AnyNetSpec, StageSpec
+from regnas.models import AnyNet, GroupedConv3x3, init_variables, resolve_grouped_conv
+
+
+@pytest.mark.parametrize(("groups", "stride"), [(4, 1), (3, 2), (1, 1)])
+def test_dense_grouped_conv_matches_native(groups: int, stride: int) -> None:
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 24))
+    dense = GroupedConv3x3(24, groups, stride, "dense")
+    native = GroupedConv3x3(24, groups, stride, "native")
+    params = native.init(jax.random.key(1), x)
+
+    def loss(params: dict, x: jax.Array, module: GroupedConv3x3) -> jax.Array:
+        return jnp.sum(jnp.sin(module.apply(params, x)))
+
+    np.testing.assert_allclose(dense.apply(params, x), native.apply(params, x), rtol=1e-5,
+                               atol=1e-5)
+    grad_dense = jax.grad(loss, argnums=(0, 1))(params, x, dense)
+    grad_native = jax.grad(loss, argnums=(0, 1))(params, x, native)
+    for got, expected in zip(jax.tree_util.tree_leaves(grad_dense),
+                             jax.tree_util.tree_leaves(grad_native)):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_grouped_conv_choice_validated() -> None:
+    with pytest.raises(ValueError, match="'auto', 'dense' or 'native'"):
+        resolve_grouped_conv("fast")  # type: ignore[arg-type]
+
+
+def test_cpu_uses_dense_kernel() -> None:
+    assert jax.default_backend() != "cpu" or resolve_grouped_conv("auto") == "dense"
+
+
+def test_host_init_matches_flax_init() -> None:
+    spec = AnyNetSpec(stages=(StageSpec(1, 16, se_ratio=0.25), StageSpec(2, 32)))
+    model = AnyNet(spec)
+    flax_variables = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
+    host_variables = init_variables(model, seed=0, input_shape=(1, 28, 28, 1))
+
+    flax_leaves = jax.tree_util.tree_leaves_with_path(flax_variables)
+    host_leaves = jax.tree_util.tree_leaves_with_path(host_variables)
+    assert [path for path, _ in flax_leaves] == [path for path, _ in host_leaves]
+    for (path, expected), (_, got) in zip(flax_leaves, host_leaves):
+        expected = np.asarray(expected)
+        assert got.shape == expected.shape, jax.tree_util.keystr(path)
+        if np.all(expected == expected.flat[0]):
+            # Constant initializers (zeros, ones) must match exactly.
+            np.testing.assert_array_equal(got, expected, jax.tree_util.keystr(path))
+
+
+def test_final_block_gamma_starts_at_zero() -> None:
+    spec = AnyNetSpec(stages=(StageSpec(1, 16),))
+    variables = init_variables(AnyNet(spec), seed=0, input_shape=(1, 28, 28, 1))
+
+    block = variables["params"]["s1_b1"]
+    assert np.all(block["bn_c"]["scale"] == 0)
+    assert np.all(block["bn_a"]["scale"] == 1)
+    assert np.all(variables["batch_stats"]["s1_b1"]["bn_c"]["var"] == 1)
+
+
+def test_parameter_paths_are_stable() -> None:
+    spec = AnyNetSpec(stages=(StageSpec(2, 16, se_ratio=0.25),))
+    variables = init_variables(AnyNet(spec), seed=0, input_shape=(1, 28, 28, 1))
+
+    assert sorted(variables["params"]) == ["head", "s1_b1", "s1_b2", "stem", "stem_bn"]
+    assert sorted(variables["params"]["s1_b1"]) == [
+        "bn_a", "bn_b", "bn_c", "conv_a", "conv_b", "conv_c", "proj", "proj_bn", "se"]

@@ -1,0 +1,156 @@
+"""The search, in process on fixture IDX files: budget, rejection, resume, failures, export."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax
+import numpy as np
+import optuna
+import pytest
+
+from regnas import workers
+from regnas.archive import load_architecture, save_architecture
+from regnas.cli import SearchError
+from regnas.engine import Trainer
+from regnas.models import AnyNet, init_variables
+from regnas.results import export_best
+from regnas.spec import AnyNetSpec
+from regnas.study import REJECTED_KEY, SearchConfig, count_finished
+
+from conftest import TINY_SPACE
+
+
+def tiny_config(idx_dir: Path, tmp_path: Path, **overrides: object) -> SearchConfig:
+    settings: dict = {
+        "study": "tiny", "storage": str(tmp_path / "study.db"), "trials": 3, "epochs": 2,
+        "train_size": 256, "val_size": 128, "batch_size": 64, "max_mflops": None,
+        "data_dir": str(idx_dir), "space": TINY_SPACE,
+    }
+    settings.update(overrides)
+    return SearchConfig(**settings)  # type: ignore[arg-type]
+
+
+def load(config: SearchConfig) -> optuna.Study:
+    return optuna.load_study(study_name=config.study, storage=f"sqlite:///{config.storage}")
+
+
+def test_search_stores_trials(idx_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(idx_dir, tmp_path)
+
+    assert workers.run_search(config, workers=1) == 3
+
+    study = load(config)
+    trials = [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL]
+    assert count_finished(study) == 3
+    for trial in trials:
+        attrs = trial.user_attrs
+        assert set(trial.params) == {"depth", "w0", "wa", "wm", "group_w", "bot_mul"}
+        assert AnyNetSpec.from_dict(attrs["architecture"]).stage_widths == attrs["stage_widths"]
+        for key in ("mflops", "params", "compile_seconds", "train_seconds", "images_per_second"):
+            assert attrs[key] > 0, key
+        steps = sorted(trial.intermediate_values)
+        assert steps == list(range(1, len(steps) + 1))
+    assert study.user_attrs["regnas.settings"]["train_size"] == 256
+
+
+def test_rerun_keeps_study_total(idx_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(idx_dir, tmp_path, trials=2)
+    workers.run_search(config, workers=1)
+
+    assert workers.run_search(config, workers=1) == 2
+    assert workers.run_search(dataclasses.replace(config, trials=3), workers=1) == 3
+    assert count_finished(load(config)) == 3
+
+
+def test_budget_rejects_before_compile(idx_dir: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    compiled: list[AnyNetSpec] = []
+    original = Trainer.compile
+
+    def counting_compile(self: Trainer) -> float:
+        compiled.append(self.spec)
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "compile", counting_compile)
+    config = tiny_config(idx_dir, tmp_path, trials=4, epochs=1, max_mflops=0.6)
+
+    workers.run_search(config, workers=1)
+
+    study = load(config)
+    rejected = [t for t in study.trials if REJECTED_KEY in t.user_attrs]
+    trained = [t for t in study.trials if REJECTED_KEY not in t.user_attrs]
+    assert rejected, "the budget should reject some samples of this space"
+    assert all("compile_seconds" not in t.user_attrs for t in rejected)
+    assert all(t.user_attrs["mflops"] > 0.6 for t in rejected)
+    assert all(t.constraints["mflops"] > 0 for t in rejected)
+    assert len(compiled) == len(trained)
+    assert all(t.user_attrs["mflops"] <= 0.6 for t in trained)
+    assert count_finished(study) == 4
+
+
+def test_budget_below_space_fails_early(idx_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(idx_dir, tmp_path, max_mflops=0.01)
+
+    with pytest.raises(ValueError, match="--max-mflops 0.01 is below the cheapest"):
+        workers.run_search(config, workers=1)
+    assert not Path(config.storage).exists()
+
+
+def test_changed_settings_refuse_resume(idx_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(idx_dir, tmp_path, trials=1, epochs=1)
+    workers.run_search(config, workers=1)
+
+    with pytest.raises(ValueError, match=r"epochs: stored 1, now 2.*new --study"):
+        workers.run_search(dataclasses.replace(config, epochs=2, trials=2), workers=1)
+    assert count_finished(load(config)) == 1
+
+
+def test_non_finite_loss_fails_trial(idx_dir: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(workers, "MAX_CONSECUTIVE_FAILURES", 2)
+    config = tiny_config(idx_dir, tmp_path, lr=1e30, epochs=2)
+
+    with pytest.raises(SearchError, match="2 trials in a row failed"):
+        workers.run_search(config, workers=1)
+
+    failed = load(config).get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert len(failed) == 2
+    assert all("training loss is" in t.user_attrs["fail_reason"] for t in failed)
+
+
+def test_export_rebuilds_same_network(idx_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(idx_dir, tmp_path, trials=2, epochs=1)
+    workers.run_search(config, workers=1)
+
+    document = export_best(config.study, config.storage)
+    path = save_architecture(tmp_path / "best.json", document)
+    loaded = load_architecture(path)
+
+    best = load(config).best_trial
+    original = AnyNetSpec.from_dict(best.user_attrs["architecture"])
+    assert loaded.spec == original
+    assert document["provenance"]["trial"] == best.number
+    assert document["metrics"]["val_accuracy"] == best.value
+    assert loaded.complexity["params"] == best.user_attrs["params"]
+    variables = init_variables(AnyNet(original), seed=5, input_shape=(1, 28, 28, 1))
+    images = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+    np.testing.assert_array_equal(AnyNet(loaded.spec).apply(variables, images),
+                                  AnyNet(original).apply(variables, images))
+
+
+def test_export_without_completed_trial(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.create_study(study_name="empty", storage=storage)
+
+    with pytest.raises(ValueError, match="has no completed trial yet"):
+        export_best("empty", storage)
+
+
+def test_export_unknown_study_lists_known(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'one.db'}"
+    optuna.create_study(study_name="present", storage=storage)
+
+    with pytest.raises(ValueError, match="Study 'absent' not found.*present"):
+        export_best("absent", storage)
