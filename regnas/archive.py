@@ -51,9 +51,13 @@ class Architecture:
     provenance: dict[str, Any]
 
 
-def architecture_document(spec: AnyNetSpec, regnet: RegNetParams | None, image_size: int,
-                          metrics: Mapping[str, Any], provenance: Mapping[str, Any]
-                          ) -> dict[str, Any]:
+def architecture_document(
+    spec: AnyNetSpec,
+    regnet: RegNetParams | None,
+    image_size: int,
+    metrics: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+) -> dict[str, Any]:
     """Return the JSON document for `spec`, with its complexity counted at `image_size`."""
     counts = complexity(spec, image_size)
     document = {
@@ -89,8 +93,10 @@ def load_architecture(path: str | Path) -> Architecture:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Architecture file {path} not found. Create one with "
-                                "'python -m regnas.export --study NAME --output FILE'.")
+        raise FileNotFoundError(
+            f"Architecture file {path} not found. Create one with "
+            "'python -m regnas.export --study NAME --output FILE'."
+        )
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -108,16 +114,24 @@ def parse_architecture(document: Any) -> Architecture:
     if document.get("format") != FORMAT:
         raise ValueError(f"'format' is {document.get('format')!r}, expected {FORMAT!r}")
     if document.get("version") != VERSION:
-        raise ValueError(f"'version' is {document.get('version')!r}; this regnas reads version "
-                         f"{VERSION}. Upgrade regnas to read newer files.")
+        raise ValueError(
+            f"'version' is {document.get('version')!r}; this regnas reads version "
+            f"{VERSION}. Upgrade regnas to read newer files."
+        )
     for key in ("anynet", "regnet", "complexity"):
         if key not in document:
             raise ValueError(f"missing key {key!r}")
     spec = AnyNetSpec.from_dict(document["anynet"])
     regnet = _parse_regnet(document["regnet"], spec)
     image_size, counts = _parse_complexity(document["complexity"], spec)
-    return Architecture(spec, regnet, image_size, counts, dict(document.get("metrics") or {}),
-                        dict(document.get("provenance") or {}))
+    return Architecture(
+        spec,
+        regnet,
+        image_size,
+        counts,
+        dict(document.get("metrics") or {}),
+        dict(document.get("provenance") or {}),
+    )
 
 
 def _parse_regnet(data: Any, spec: AnyNetSpec) -> RegNetParams | None:
@@ -133,8 +147,12 @@ def _parse_regnet(data: Any, spec: AnyNetSpec) -> RegNetParams | None:
         regnet = RegNetParams(**{name: data[name] for name in names})
     except (TypeError, ValueError) as error:
         raise ValueError(f"invalid 'regnet': {error}") from None
-    expanded = regnet.to_anynet(stem_w=spec.stem_w, stem_stride=spec.stem_stride,
-                                in_channels=spec.in_channels, num_classes=spec.num_classes)
+    expanded = regnet.to_anynet(
+        stem_w=spec.stem_w,
+        stem_stride=spec.stem_stride,
+        in_channels=spec.in_channels,
+        num_classes=spec.num_classes,
+    )
     if expanded != spec:
         raise ValueError(
             f"'regnet' expands to stage widths {expanded.stage_widths} and depths "
@@ -153,6 +171,8 @@ def _parse_complexity(data: Any, spec: AnyNetSpec) -> tuple[int, dict[str, int]]
     counts = complexity(spec, image_size)
     for key, value in counts.items():
         if key in data and data[key] != value:
-            raise ValueError(f"'complexity.{key}' is {data[key]!r}, but the architecture has "
-                             f"{value} at {image_size}x{image_size}")
+            raise ValueError(
+                f"'complexity.{key}' is {data[key]!r}, but the architecture has "
+                f"{value} at {image_size}x{image_size}"
+            )
     return image_size, counts

@@ -20,7 +20,7 @@ class _TqdmHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             tqdm.write(self.format(record), file=sys.stderr)
-        except Exception:  # noqa: BLE001 - logging must never raise into the caller
+        except Exception:
             self.handleError(record)
 
 
@@ -31,7 +31,7 @@ def setup_logging(verbose: bool = False, prefix: str = "") -> None:
         verbose: Whether to log debug messages.
         prefix: Text put before every message, such as a worker's name.
     """
-    import optuna  # noqa: PLC0415 - imported here so that argument errors print fast
+    import optuna
 
     handler = _TqdmHandler()
     handler.setFormatter(logging.Formatter(f"[%(asctime)s] {prefix}%(message)s", "%H:%M:%S"))

@@ -20,12 +20,21 @@ class _Counter:
     params: int = 0
     acts: int = 0
 
-    def conv(self, w_in: int, w_out: int, kernel: int, stride: int = 1, groups: int = 1,
-             bias: bool = False) -> None:
+    def conv(
+        self,
+        w_in: int,
+        w_out: int,
+        kernel: int,
+        stride: int = 1,
+        groups: int = 1,
+        bias: bool = False,
+    ) -> None:
         padding = kernel // 2
         self.size = (self.size + 2 * padding - kernel) // stride + 1
         pixels = self.size * self.size
-        self.flops += kernel * kernel * w_in * w_out * pixels // groups + (w_out * pixels if bias else 0)
+        self.flops += kernel * kernel * w_in * w_out * pixels // groups + (
+            w_out * pixels if bias else 0
+        )
         self.params += kernel * kernel * w_in * w_out // groups + (w_out if bias else 0)
         self.acts += w_out * pixels
 
@@ -94,4 +103,4 @@ def _block(counter: _Counter, w_in: int, stage: StageSpec, stride: int) -> None:
 
 def se_width(w_in: int, se_ratio: float) -> int:
     """Return the squeeze width of a block's SE module, which pycls sizes from the block input."""
-    return int(round(w_in * se_ratio))
+    return round(w_in * se_ratio)

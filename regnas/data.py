@@ -98,7 +98,9 @@ def find_data_dir(data_dir: str | Path | None = None, download: bool = True) -> 
     try:
         download_files(target)
     except (OSError, ValueError) as error:
-        raise FileNotFoundError(f"{_missing_message(searched)} The download failed: {error}") from None
+        raise FileNotFoundError(
+            f"{_missing_message(searched)} The download failed: {error}"
+        ) from None
     return target
 
 
@@ -131,8 +133,9 @@ def download_files(
             url = base + name
             _logger.info("Downloading %s", url)
             try:
-                _fetch_verified(url, target / name, archive_sha256[name], payload_sha256[name],
-                                timeout)
+                _fetch_verified(
+                    url, target / name, archive_sha256[name], payload_sha256[name], timeout
+                )
                 break
             except (OSError, ValueError) as error:
                 errors.append(f"{url}: {error}")
@@ -140,8 +143,9 @@ def download_files(
             raise OSError("; ".join(errors))
 
 
-def _fetch_verified(url: str, path: Path, archive_sha: str, payload_sha: str,
-                    timeout: float) -> None:
+def _fetch_verified(
+    url: str, path: Path, archive_sha: str, payload_sha: str, timeout: float
+) -> None:
     with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".part") as part:
         try:
             with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -180,7 +184,7 @@ def read_idx(path: Path) -> np.ndarray:
         raise ValueError(f"{path} is not an IDX file of bytes (magic number {magic:#x}).")
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + int(np.prod(shape))
     if len(raw) != expected:
         raise ValueError(f"IDX file {path} has {len(raw)} bytes, its header implies {expected}.")
@@ -189,7 +193,9 @@ def read_idx(path: Path) -> np.ndarray:
 
 def load_arrays(data_dir: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """Return (images NHWC uint8, labels int32) of the training or the test set."""
-    images_name, labels_name = (TRAIN_IMAGES, TRAIN_LABELS) if train else (TEST_IMAGES, TEST_LABELS)
+    images_name, labels_name = (
+        (TRAIN_IMAGES, TRAIN_LABELS) if train else (TEST_IMAGES, TEST_LABELS)
+    )
     images = read_idx(data_dir / images_name)
     labels = read_idx(data_dir / labels_name)
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
@@ -220,5 +226,5 @@ def load_splits(data_dir: Path, train_size: int | None, val_size: int) -> Splits
             "images; lower one of them."
         )
     order = np.random.default_rng(SPLIT_SEED).permutation(available)
-    val_index, train_index = order[:val_size], order[val_size: val_size + train_size]
+    val_index, train_index = order[:val_size], order[val_size : val_size + train_size]
     return Splits(images[train_index], labels[train_index], images[val_index], labels[val_index])

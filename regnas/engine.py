@@ -13,7 +13,6 @@ import math
 import time
 from typing import Any
 
-import flax.linen as nn
 from flax.training import train_state
 import jax
 import jax.numpy as jnp
@@ -84,8 +83,14 @@ class DeviceData:
     eval_count: int
 
     @classmethod
-    def create(cls, train_images: np.ndarray, train_labels: np.ndarray, eval_images: np.ndarray,
-               eval_labels: np.ndarray, batch_size: int) -> DeviceData:
+    def create(
+        cls,
+        train_images: np.ndarray,
+        train_labels: np.ndarray,
+        eval_images: np.ndarray,
+        eval_labels: np.ndarray,
+        batch_size: int,
+    ) -> DeviceData:
         if len(train_images) < batch_size:
             raise ValueError(
                 f"The training set has {len(train_images)} images, fewer than one batch of "
@@ -98,7 +103,9 @@ class DeviceData:
         labels = np.concatenate([eval_labels, np.zeros(pad, np.int32)])
         mask = np.concatenate([np.ones(count, np.float32), np.zeros(pad, np.float32)])
         put = jax.device_put
-        return cls(put(train_images), put(train_labels), put(images), put(labels), put(mask), count)
+        return cls(
+            put(train_images), put(train_labels), put(images), put(labels), put(mask), count
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +147,13 @@ class Trainer:
         grouped_conv: Grouped-convolution implementation (see `regnas.models`).
     """
 
-    def __init__(self, spec: AnyNetSpec, config: TrainConfig, data: DeviceData,
-                 grouped_conv: GroupedConvImpl = "auto") -> None:
+    def __init__(
+        self,
+        spec: AnyNetSpec,
+        config: TrainConfig,
+        data: DeviceData,
+        grouped_conv: GroupedConvImpl = "auto",
+    ) -> None:
         self.spec, self.config, self.data = spec, config, data
         self.model = AnyNet(spec, grouped_conv=grouped_conv)
         self.steps_per_epoch = len(data.train_images) // config.batch_size
@@ -154,11 +166,15 @@ class Trainer:
     def _init_state(self) -> TrainState:
         shape = (1, *self.data.train_images.shape[1:])
         variables = jax.device_put(init_variables(self.model, self.config.seed, shape))
-        return TrainState.create(apply_fn=self.model.apply, params=variables["params"],
-                                 tx=self.optimizer, batch_stats=variables["batch_stats"])
+        return TrainState.create(
+            apply_fn=self.model.apply,
+            params=variables["params"],
+            tx=self.optimizer,
+            batch_stats=variables["batch_stats"],
+        )
 
     def compile(self) -> float:
-        """Compile the train step and the evaluation step ahead of time; return the seconds taken."""
+        """Compile the train and evaluation steps ahead of time; return the seconds taken."""
         start = time.perf_counter()
         data, batch_size = self.data, self.config.batch_size
         order = jnp.zeros((self.steps_per_epoch, batch_size), jnp.int32)
@@ -174,9 +190,7 @@ class Trainer:
             .lower(self.state, totals, data.eval_images, data.eval_labels, data.eval_mask, index)
             .compile()
         )
-        self._epoch_order = (
-            jax.jit(self._epoch_order_fn).lower(jax.random.key(0)).compile()
-        )
+        self._epoch_order = jax.jit(self._epoch_order_fn).lower(jax.random.key(0)).compile()
         return time.perf_counter() - start
 
     def epochs(self, evaluate: bool = True) -> Iterator[EpochResult]:
@@ -203,14 +217,17 @@ class Trainer:
                 self.state, totals = self._train_step(
                     self.state, totals, data.train_images, data.train_labels, order, step
                 )
-            loss, accuracy = (float(value) / self.steps_per_epoch for value in jax.device_get(totals))
+            loss, accuracy = (
+                float(value) / self.steps_per_epoch for value in jax.device_get(totals)
+            )
             seconds = time.perf_counter() - start
             if not math.isfinite(loss):
                 raise NonFiniteLossError(f"training loss is {loss} in epoch {epoch}")
             eval_accuracy, eval_loss = self.evaluate() if evaluate else (math.nan, math.nan)
             images = self.steps_per_epoch * self.config.batch_size
-            yield EpochResult(epoch, loss, accuracy, eval_accuracy, eval_loss, seconds,
-                              images / seconds)
+            yield EpochResult(
+                epoch, loss, accuracy, eval_accuracy, eval_loss, seconds, images / seconds
+            )
 
     def evaluate(self) -> tuple[float, float]:
         """Return (accuracy, mean loss) on the evaluation images, with BatchNorm statistics."""
@@ -218,8 +235,9 @@ class Trainer:
             self.compile()
         data, totals = self.data, jnp.zeros(2)
         for batch in range(len(data.eval_images) // self.config.batch_size):
-            totals = self._eval_step(self.state, totals, data.eval_images, data.eval_labels,
-                                     data.eval_mask, batch)
+            totals = self._eval_step(
+                self.state, totals, data.eval_images, data.eval_labels, data.eval_mask, batch
+            )
         correct, loss_sum = jax.device_get(totals)
         return float(correct) / data.eval_count, float(loss_sum) / data.eval_count
 
@@ -228,15 +246,23 @@ class Trainer:
         order = jax.random.permutation(key, len(self.data.train_images))[: steps * batch_size]
         return order.reshape(steps, batch_size).astype(jnp.int32)
 
-    def _train_step_fn(self, state: TrainState, totals: jax.Array, images: jax.Array,
-                       labels: jax.Array, order: jax.Array, step: jax.Array
-                       ) -> tuple[TrainState, jax.Array]:
+    def _train_step_fn(
+        self,
+        state: TrainState,
+        totals: jax.Array,
+        images: jax.Array,
+        labels: jax.Array,
+        order: jax.Array,
+        step: jax.Array,
+    ) -> tuple[TrainState, jax.Array]:
         index = order[step]
         x, y = _normalize(images[index]), labels[index]
 
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[Any, jax.Array]]:
             logits, updates = state.apply_fn(
-                {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+                {"params": params, "batch_stats": state.batch_stats},
+                x,
+                train=True,
                 mutable=["batch_stats"],
             )
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -249,15 +275,23 @@ class Trainer:
         accuracy = jnp.mean(jnp.argmax(logits, -1) == y)
         return state, totals + jnp.stack([loss, accuracy])
 
-    def _eval_step_fn(self, state: TrainState, totals: jax.Array, images: jax.Array,
-                      labels: jax.Array, mask: jax.Array, batch: jax.Array) -> jax.Array:
+    def _eval_step_fn(
+        self,
+        state: TrainState,
+        totals: jax.Array,
+        images: jax.Array,
+        labels: jax.Array,
+        mask: jax.Array,
+        batch: jax.Array,
+    ) -> jax.Array:
         size = self.config.batch_size
         start = batch * size
         x = jax.lax.dynamic_slice_in_dim(images, start, size)
         y = jax.lax.dynamic_slice_in_dim(labels, start, size)
         m = jax.lax.dynamic_slice_in_dim(mask, start, size)
-        logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                                _normalize(x), train=False)
+        logits = state.apply_fn(
+            {"params": state.params, "batch_stats": state.batch_stats}, _normalize(x), train=False
+        )
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         correct = (jnp.argmax(logits, -1) == y) * m
         return totals + jnp.stack([correct.sum(), (loss * m).sum()])
@@ -266,8 +300,3 @@ class Trainer:
 def count_params(params: Any) -> int:
     """Return the number of scalars in a parameter tree."""
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
-
-
-def predict(model: nn.Module, variables: Any, images: np.ndarray) -> jax.Array:
-    """Return eval-mode logits for uint8 NHWC images."""
-    return model.apply(variables, _normalize(jnp.asarray(images)), train=False)

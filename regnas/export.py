@@ -4,35 +4,43 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from regnas.cli import run_main, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regnas.study import DEFAULT_STUDY  # noqa: PLC0415
+    from regnas.study import DEFAULT_STUDY
 
     parser = argparse.ArgumentParser(
         prog="python -m regnas.export",
         description="Write the best architecture of a study as JSON, to rebuild and retrain it "
         "with 'python -m regnas.train --config FILE'.",
     )
-    parser.add_argument("--study", default=DEFAULT_STUDY,
-                        help=f"study name (default: {DEFAULT_STUDY})")
-    parser.add_argument("--storage", default=None,
-                        help="Optuna storage URL or SQLite file (default: studies/regnas.db)")
-    parser.add_argument("--output", default=None,
-                        help="JSON file to write (default: studies/STUDY.best.json)")
+    parser.add_argument(
+        "--study", default=DEFAULT_STUDY, help=f"study name (default: {DEFAULT_STUDY})"
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL or SQLite file (default: studies/regnas.db)",
+    )
+    parser.add_argument(
+        "--output", default=None, help="JSON file to write (default: studies/STUDY.best.json)"
+    )
     args = parser.parse_args(argv)
     setup_logging()
 
-    from regnas.archive import save_architecture  # noqa: PLC0415
-    from regnas.results import export_best  # noqa: PLC0415
+    from regnas.archive import save_architecture
+    from regnas.results import export_best
 
     document = export_best(args.study, args.storage)
     output = Path(args.output) if args.output else Path("studies") / f"{args.study}.best.json"
     path = save_architecture(output, document)
-    print(f"Wrote trial {document['provenance']['trial']} (val_accuracy "
-          f"{document['metrics']['val_accuracy']:.4f}, {document['metrics']['mflops']} MFLOPs) "
-          f"to {path.resolve()}")
+    print(
+        f"Wrote trial {document['provenance']['trial']} (val_accuracy "
+        f"{document['metrics']['val_accuracy']:.4f}, {document['metrics']['mflops']} MFLOPs) "
+        f"to {path.resolve()}"
+    )
     return 0
 
 

@@ -101,8 +101,9 @@ class BottleneckBlock(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         w_in, stage = x.shape[-1], self.stage
         norm = functools.partial(_norm, use_running_average=not train)
-        conv1x1 = functools.partial(nn.Conv, kernel_size=(1, 1), use_bias=False,
-                                    kernel_init=_conv_init)
+        conv1x1 = functools.partial(
+            nn.Conv, kernel_size=(1, 1), use_bias=False, kernel_init=_conv_init
+        )
 
         shortcut = x
         if w_in != stage.width or self.stride != 1:
@@ -110,8 +111,9 @@ class BottleneckBlock(nn.Module):
             shortcut = norm(name="proj_bn")(shortcut)
 
         y = nn.relu(norm(name="bn_a")(conv1x1(stage.inner_width, name="conv_a")(x)))
-        y = GroupedConv3x3(stage.inner_width, stage.groups, self.stride, self.grouped_conv,
-                           name="conv_b")(y)
+        y = GroupedConv3x3(
+            stage.inner_width, stage.groups, self.stride, self.grouped_conv, name="conv_b"
+        )(y)
         y = nn.relu(norm(name="bn_b")(y))
         w_se = se_width(w_in, stage.se_ratio)
         if w_se:
@@ -131,8 +133,15 @@ class AnyNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         spec, impl = self.spec, resolve_grouped_conv(self.grouped_conv)
-        x = nn.Conv(spec.stem_w, (3, 3), strides=spec.stem_stride, padding=((1, 1), (1, 1)),
-                    use_bias=False, kernel_init=_conv_init, name="stem")(x)
+        x = nn.Conv(
+            spec.stem_w,
+            (3, 3),
+            strides=spec.stem_stride,
+            padding=((1, 1), (1, 1)),
+            use_bias=False,
+            kernel_init=_conv_init,
+            name="stem",
+        )(x)
         x = nn.relu(_norm(use_running_average=not train, name="stem_bn")(x))
         for stage_index, stage in enumerate(spec.stages, start=1):
             for block_index in range(1, stage.depth + 1):

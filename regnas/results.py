@@ -54,5 +54,6 @@ def export_best(study_name: str, storage: str | None) -> dict[str, Any]:
         "settings": settings,
         "versions": study.user_attrs.get(VERSIONS_KEY) or package_versions(),
     }
-    return architecture_document(spec, regnet, settings.get("image_size", IMAGE_SIZE), metrics,
-                                 provenance)
+    return architecture_document(
+        spec, regnet, settings.get("image_size", IMAGE_SIZE), metrics, provenance
+    )

@@ -16,8 +16,12 @@ from regnas.engine import DeviceData, TrainConfig, Trainer
 _logger = logging.getLogger(__name__)
 
 
-def retrain(config_path: str, train_config: TrainConfig, data_dir: str | None = None,
-            train_size: int | None = None) -> dict[str, Any]:
+def retrain(
+    config_path: str,
+    train_config: TrainConfig,
+    data_dir: str | None = None,
+    train_size: int | None = None,
+) -> dict[str, Any]:
     """Rebuild the architecture of `config_path`, train it, and return a summary.
 
     The test set is evaluated once, after the last epoch; it never steers training.
@@ -37,24 +41,37 @@ def retrain(config_path: str, train_config: TrainConfig, data_dir: str | None = 
     train_images, train_labels = data_lib.load_arrays(directory, train=True)
     if train_size is not None:
         if not 1 <= train_size <= len(train_images):
-            raise ValueError(f"--train-size must be in [1, {len(train_images)}], got {train_size}.")
+            raise ValueError(
+                f"--train-size must be in [1, {len(train_images)}], got {train_size}."
+            )
         train_images, train_labels = train_images[:train_size], train_labels[:train_size]
     test_images, test_labels = data_lib.load_arrays(directory, train=False)
     _check_input(spec.in_channels, spec.num_classes, train_images.shape[-1])
 
-    device_data = DeviceData.create(train_images, train_labels, test_images, test_labels,
-                                    train_config.batch_size)
+    device_data = DeviceData.create(
+        train_images, train_labels, test_images, test_labels, train_config.batch_size
+    )
     trainer = Trainer(spec, train_config, device_data)
     compile_seconds = trainer.compile()
-    _logger.info("Compiled in %.1fs; training %d epochs on %d images.", compile_seconds,
-                 train_config.epochs, len(train_images))
+    _logger.info(
+        "Compiled in %.1fs; training %d epochs on %d images.",
+        compile_seconds,
+        train_config.epochs,
+        len(train_images),
+    )
 
     start, train_seconds = time.perf_counter(), 0.0
     for result in trainer.epochs(evaluate=False):
         train_seconds += result.train_seconds
-        _logger.info("epoch %d/%d: loss %.4f, train accuracy %.4f, %.1fs, %.0f images/s",
-                     result.epoch, train_config.epochs, result.train_loss,
-                     result.train_accuracy, result.train_seconds, result.images_per_second)
+        _logger.info(
+            "epoch %d/%d: loss %.4f, train accuracy %.4f, %.1fs, %.0f images/s",
+            result.epoch,
+            train_config.epochs,
+            result.train_loss,
+            result.train_accuracy,
+            result.train_seconds,
+            result.images_per_second,
+        )
     test_accuracy, test_loss = trainer.evaluate()
     counts = complexity(spec, int(train_images.shape[1]))
     return {

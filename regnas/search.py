@@ -19,30 +19,64 @@ def build_parser() -> argparse.ArgumentParser:
         "same command resumes the study until it holds --trials finished trials.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--trials", type=int, default=defaults.trials,
-                        help="study-wide total of finished (complete or pruned) trials")
+    parser.add_argument(
+        "--trials",
+        type=int,
+        default=defaults.trials,
+        help="study-wide total of finished (complete or pruned) trials",
+    )
     parser.add_argument("--study", default=DEFAULT_STUDY, help="study name")
-    parser.add_argument("--storage", default=None,
-                        help="Optuna storage URL or SQLite file path (default: studies/regnas.db)")
-    parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help="seed of the sampler and of each trial's training")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs,
-                        help="training epochs per trial (Hyperband's maximum resource)")
-    parser.add_argument("--train-size", type=int, default=defaults.train_size,
-                        help="training images per trial, from the official training set")
-    parser.add_argument("--val-size", type=int, default=defaults.val_size,
-                        help="validation images, held out from the official training set")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
-                        help="images per SGD step")
-    parser.add_argument("--max-mflops", type=float, default=defaults.max_mflops,
-                        help="reject sampled architectures above this many MFLOPs at 28x28 "
-                        "before compiling them")
-    parser.add_argument("--data-dir", default=None,
-                        help="directory with the four Fashion-MNIST IDX .gz files "
-                        "(default: $REGNAS_DATA_DIR, Debian's dataset-fashion-mnist, the cache)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes on this machine (default: one per CPU core, at "
-                        "most 4, each pinned to its cores; 1 when a JAX GPU plugin is installed)")
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL or SQLite file path (default: studies/regnas.db)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="seed of the sampler and of each trial's training",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=defaults.epochs,
+        help="training epochs per trial (Hyperband's maximum resource)",
+    )
+    parser.add_argument(
+        "--train-size",
+        type=int,
+        default=defaults.train_size,
+        help="training images per trial, from the official training set",
+    )
+    parser.add_argument(
+        "--val-size",
+        type=int,
+        default=defaults.val_size,
+        help="validation images, held out from the official training set",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=defaults.batch_size, help="images per SGD step"
+    )
+    parser.add_argument(
+        "--max-mflops",
+        type=float,
+        default=defaults.max_mflops,
+        help="reject sampled architectures above this many MFLOPs at 28x28 before compiling them",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="directory with the four Fashion-MNIST IDX .gz files "
+        "(default: $REGNAS_DATA_DIR, Debian's dataset-fashion-mnist, the cache)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes on this machine (default: one per CPU core, at "
+        "most 4, each pinned to its cores; 1 when a JAX GPU plugin is installed)",
+    )
     parser.add_argument("--verbose", action="store_true", help="log debug messages")
     return parser
 
@@ -52,16 +86,22 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     # Several workers share one GPU, so none may claim most of its memory up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from regnas.workers import run_search  # noqa: PLC0415 - keeps --help fast
+    from regnas.workers import run_search
 
     config = SearchConfig(
-        study=args.study, storage=args.storage, trials=args.trials, seed=args.seed,
-        epochs=args.epochs, train_size=args.train_size, val_size=args.val_size,
-        batch_size=args.batch_size, max_mflops=args.max_mflops, data_dir=args.data_dir,
+        study=args.study,
+        storage=args.storage,
+        trials=args.trials,
+        seed=args.seed,
+        epochs=args.epochs,
+        train_size=args.train_size,
+        val_size=args.val_size,
+        batch_size=args.batch_size,
+        max_mflops=args.max_mflops,
+        data_dir=args.data_dir,
     )
     command = "python -m regnas.search " + shlex.join(sys.argv[1:] if argv is None else argv)
-    run_search(config, workers=args.workers, resume_command=command.strip(),
-               verbose=args.verbose)
+    run_search(config, workers=args.workers, resume_command=command.strip(), verbose=args.verbose)
     return 0
 
 

@@ -57,11 +57,17 @@ class RegNetSpace:
     def smallest(self) -> RegNetParams:
         """Return the parameters of the cheapest corner of the space, for budget checks."""
         return RegNetParams(
-            depth=self.depth[0], w0=self.w0[0], wa=self.wa[0], wm=self.wm[1],
-            group_w=max(self.group_w), bot_mul=min(self.bot_mul), se_ratio=self.se_ratio,
+            depth=self.depth[0],
+            w0=self.w0[0],
+            wa=self.wa[0],
+            wm=self.wm[1],
+            group_w=max(self.group_w),
+            bot_mul=min(self.bot_mul),
+            se_ratio=self.se_ratio,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}
-
+        return {
+            key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(self).items()
+        }

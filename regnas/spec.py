@@ -1,8 +1,9 @@
 """The architecture of one AnyNet: a frozen, validated description that every other part reads.
 
-An AnyNet (Radosavovic et al., "Designing Network Design Spaces", CVPR 2020) is a stem, a sequence of
-stages of residual bottleneck blocks, and a head. `AnyNetSpec` names every number needed to build it,
-so it can serve as a `jax.jit` static argument, a cache key and the body of an exported JSON file.
+An AnyNet (Radosavovic et al., "Designing Network Design Spaces", CVPR 2020) is a stem, a
+sequence of stages of residual bottleneck blocks, and a head. `AnyNetSpec` names every number
+needed to build it, so it can serve as a `jax.jit` static argument, a cache key and the body of an
+exported JSON file.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class StageSpec:
     @property
     def inner_width(self) -> int:
         """Width of the 3x3 convolution inside each block."""
-        return int(round(self.width * self.bot_mul))
+        return round(self.width * self.bot_mul)
 
     @property
     def groups(self) -> int:

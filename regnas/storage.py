@@ -1,7 +1,7 @@
-"""Optuna storages: resolve the `--storage` argument and open it with settings that suit workers.
+"""Optuna storages: resolve the `--storage` argument and open it with settings for workers.
 
-A plain path, or no argument at all, means a SQLite file; anything with ``://`` is an Optuna storage
-URL and is passed through.
+A plain path, or no argument at all, means a SQLite file; anything with ``://`` is an Optuna
+storage URL and is passed through.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def resolve_storage(value: str | None) -> str:
                 "sqlite:///studies/regnas.db or postgresql://user@host/db."
             )
         if value.startswith("sqlite:///") and value != "sqlite:///:memory:":
-            return "sqlite:///" + str(Path(value[len("sqlite:///"):]).expanduser().resolve())
+            return "sqlite:///" + str(Path(value[len("sqlite:///") :]).expanduser().resolve())
         return value
     path = Path(value).expanduser() if value is not None else DEFAULT_STORAGE_PATH
     return "sqlite:///" + str(path.resolve())
@@ -46,7 +46,7 @@ def resolve_storage(value: str | None) -> str:
 def sqlite_path(url: str) -> Path | None:
     """Return the file of a SQLite URL, or None for other storages."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
-        return Path(url[len("sqlite:///"):])
+        return Path(url[len("sqlite:///") :])
     return None
 
 
@@ -89,8 +89,9 @@ def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     return sorted(summary.study_name for summary in optuna.get_all_study_summaries(storage))
 
 
-def load_existing_study(name: str, storage: optuna.storages.BaseStorage,
-                        storage_url: str) -> optuna.Study:
+def load_existing_study(
+    name: str, storage: optuna.storages.BaseStorage, storage_url: str
+) -> optuna.Study:
     """Load a study, or raise ValueError listing the studies that the storage has."""
     names = study_names(storage)
     if name not in names:

@@ -78,28 +78,43 @@ class SearchConfig:
         for name in ("trials", "epochs", "train_size", "val_size", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, "
-                                 f"got {value!r}.")
-        if self.max_mflops is not None and not (math.isfinite(self.max_mflops)
-                                                and self.max_mflops > 0):
+                raise ValueError(
+                    f"--{name.replace('_', '-')} must be a positive integer, got {value!r}."
+                )
+        if self.max_mflops is not None and not (
+            math.isfinite(self.max_mflops) and self.max_mflops > 0
+        ):
             raise ValueError(f"--max-mflops must be a positive number, got {self.max_mflops!r}.")
         if not self.study.strip():
             raise ValueError("--study is empty; pass a study name.")
         if self.batch_size > self.train_size:
-            raise ValueError(f"--batch-size {self.batch_size} exceeds --train-size "
-                             f"{self.train_size}; lower the batch size or raise the train size.")
+            raise ValueError(
+                f"--batch-size {self.batch_size} exceeds --train-size "
+                f"{self.train_size}; lower the batch size or raise the train size."
+            )
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                           weight_decay=self.weight_decay, seed=seed)
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            seed=seed,
+        )
 
     def study_settings(self) -> dict[str, Any]:
         """Return the settings that define the study's results; they must match on resume."""
         return {
-            "epochs": self.epochs, "train_size": self.train_size, "val_size": self.val_size,
-            "batch_size": self.batch_size, "max_mflops": self.max_mflops, "lr": self.lr,
-            "weight_decay": self.weight_decay, "stem_w": self.stem_w,
-            "stem_stride": self.stem_stride, "image_size": IMAGE_SIZE,
+            "epochs": self.epochs,
+            "train_size": self.train_size,
+            "val_size": self.val_size,
+            "batch_size": self.batch_size,
+            "max_mflops": self.max_mflops,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "stem_w": self.stem_w,
+            "stem_stride": self.stem_stride,
+            "image_size": IMAGE_SIZE,
             "space": self.space.to_dict(),
         }
 
@@ -133,13 +148,21 @@ def open_study(config: SearchConfig, storage_url: str, worker: int = 0) -> optun
     """
     storage = open_storage(storage_url)
     sampler = optuna.samplers.TPESampler(seed=config.seed + worker, multivariate=True)
-    pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=config.epochs,
-                                            reduction_factor=3)
-    study = optuna.create_study(study_name=config.study, storage=storage, sampler=sampler,
-                                pruner=pruner, direction="maximize", load_if_exists=True)
+    pruner = optuna.pruners.HyperbandPruner(
+        min_resource=1, max_resource=config.epochs, reduction_factor=3
+    )
+    study = optuna.create_study(
+        study_name=config.study,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction="maximize",
+        load_if_exists=True,
+    )
     if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
-        raise ValueError(f"Study {config.study!r} exists with other objectives; pick a new "
-                         "--study name.")
+        raise ValueError(
+            f"Study {config.study!r} exists with other objectives; pick a new --study name."
+        )
 
     settings = config.study_settings()
     stored = study.user_attrs.get(SETTINGS_KEY)
@@ -147,9 +170,11 @@ def open_study(config: SearchConfig, storage_url: str, worker: int = 0) -> optun
         study.set_user_attr(SETTINGS_KEY, settings)
         study.set_user_attr(VERSIONS_KEY, package_versions())
     elif stored != settings:
-        changed = [f"{key}: stored {stored.get(key)!r}, now {settings.get(key)!r}"
-                   for key in sorted(set(stored) | set(settings))
-                   if stored.get(key) != settings.get(key)]
+        changed = [
+            f"{key}: stored {stored.get(key)!r}, now {settings.get(key)!r}"
+            for key in sorted(set(stored) | set(settings))
+            if stored.get(key) != settings.get(key)
+        ]
         raise ValueError(
             f"Study {config.study!r} was created with other settings ({'; '.join(changed)}). "
             "Rerun with the stored settings to resume it, or pass a new --study name."
@@ -170,8 +195,9 @@ def check_budget(config: SearchConfig) -> None:
         )
 
 
-def make_objective(config: SearchConfig, device_data: DeviceData
-                   ) -> Callable[[optuna.Trial], float]:
+def make_objective(
+    config: SearchConfig, device_data: DeviceData
+) -> Callable[[optuna.Trial], float]:
     """Return the Optuna objective: validation accuracy after the last epoch trained."""
 
     def objective(trial: optuna.Trial) -> float:
@@ -257,10 +283,14 @@ def format_trial(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> str:
         value += f" after {attrs.get('epochs_trained', 0)} epoch(s)"
     timing = f"{seconds:.1f}s"
     if "compile_seconds" in attrs:
-        timing += (f" (compile {attrs['compile_seconds']:.1f}s, "
-                   f"train {attrs.get('train_seconds', 0.0):.1f}s)")
-    return (f"trial {trial.number} {trial.state.name.lower()}: {value}, "
-            f"{attrs.get('mflops', float('nan')):.2f} MFLOPs, {timing}; {best_text(study)}")
+        timing += (
+            f" (compile {attrs['compile_seconds']:.1f}s, "
+            f"train {attrs.get('train_seconds', 0.0):.1f}s)"
+        )
+    return (
+        f"trial {trial.number} {trial.state.name.lower()}: {value}, "
+        f"{attrs.get('mflops', float('nan')):.2f} MFLOPs, {timing}; {best_text(study)}"
+    )
 
 
 def _last_intermediate(trial: optuna.trial.FrozenTrial) -> float | None:

@@ -15,34 +15,46 @@ def main(argv: list[str] | None = None) -> int:
         "set and print its test accuracy.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--config", required=True,
-                        help="architecture JSON written by 'python -m regnas.export'")
+    parser.add_argument(
+        "--config", required=True, help="architecture JSON written by 'python -m regnas.export'"
+    )
     parser.add_argument("--epochs", type=int, default=30, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=128, help="images per SGD step")
     parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
     parser.add_argument("--weight-decay", type=float, default=5e-4, help="L2 penalty on kernels")
     parser.add_argument("--seed", type=int, default=0, help="initialization and batch-order seed")
-    parser.add_argument("--train-size", type=int, default=None,
-                        help="training images (default: all 60,000)")
-    parser.add_argument("--data-dir", default=None,
-                        help="directory with the four Fashion-MNIST IDX .gz files")
-    parser.add_argument("--json", action="store_true",
-                        help="print the summary as one JSON object on stdout")
+    parser.add_argument(
+        "--train-size", type=int, default=None, help="training images (default: all 60,000)"
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="directory with the four Fashion-MNIST IDX .gz files"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the summary as one JSON object on stdout"
+    )
     args = parser.parse_args(argv)
     setup_logging()
 
-    from regnas.engine import TrainConfig  # noqa: PLC0415 - keeps --help fast
-    from regnas.retrain import retrain  # noqa: PLC0415
+    from regnas.engine import TrainConfig
+    from regnas.retrain import retrain
 
-    train_config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                               weight_decay=args.weight_decay, seed=args.seed)
-    summary = retrain(args.config, train_config, data_dir=args.data_dir,
-                      train_size=args.train_size)
+    train_config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+    )
+    summary = retrain(
+        args.config, train_config, data_dir=args.data_dir, train_size=args.train_size
+    )
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epochs "
-              f"({summary['total_seconds']:.0f}s, {summary['mflops']:.2f} MFLOPs)")
+        print(
+            f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epochs "
+            f"({summary['total_seconds']:.0f}s, {summary['mflops']:.2f} MFLOPs)"
+        )
     return 0
 
 

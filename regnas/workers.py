@@ -7,6 +7,7 @@ whole study. It never initializes a JAX backend, so spawned workers own the devi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 import dataclasses
 import importlib.util
 import logging
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from regnas import data as data_lib
 from regnas.cli import SearchError, setup_logging
 from regnas.engine import DeviceData
+from regnas.storage import mask_password, resolve_storage, sqlite_path
 from regnas.study import (
     MAX_CONSECUTIVE_FAILURES,
     SearchConfig,
@@ -33,7 +35,6 @@ from regnas.study import (
     make_objective,
     open_study,
 )
-from regnas.storage import mask_password, resolve_storage, sqlite_path
 from regnas.versions import package_versions
 
 
@@ -57,8 +58,12 @@ def default_workers() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
-def run_search(config: SearchConfig, workers: int | None = None,
-               resume_command: str = "python -m regnas.search", verbose: bool = False) -> int:
+def run_search(
+    config: SearchConfig,
+    workers: int | None = None,
+    resume_command: str = "python -m regnas.search",
+    verbose: bool = False,
+) -> int:
     """Run the search until the study holds `config.trials` finished trials.
 
     Args:
@@ -83,8 +88,10 @@ def run_search(config: SearchConfig, workers: int | None = None,
 
     finished = count_finished(study)
     if finished >= config.trials:
-        print(f"Study {config.study!r} already has {finished} finished trials "
-              f"(--trials {config.trials}); nothing to do.")
+        print(
+            f"Study {config.study!r} already has {finished} finished trials "
+            f"(--trials {config.trials}); nothing to do."
+        )
         return finished
     # Find (or download) the data once, so that workers do not race to download it.
     config = dataclasses.replace(config, data_dir=str(data_lib.find_data_dir(config.data_dir)))
@@ -95,8 +102,11 @@ def run_search(config: SearchConfig, workers: int | None = None,
         else:
             _run_processes(config, storage_url, workers, verbose)
     except KeyboardInterrupt:
-        print(f"\nInterrupted with {count_finished(study)} of {config.trials} trials finished. "
-              f"Rerun to continue: {resume_command}", file=sys.stderr)
+        print(
+            f"\nInterrupted with {count_finished(study)} of {config.trials} trials finished. "
+            f"Rerun to continue: {resume_command}",
+            file=sys.stderr,
+        )
         raise
 
     finished = count_finished(study)
@@ -107,17 +117,30 @@ def run_search(config: SearchConfig, workers: int | None = None,
 def work(config: SearchConfig, storage_url: str, worker: int, show_progress: bool) -> None:
     """Run trials in this process until the study holds `config.trials` finished trials."""
     study = open_study(config, storage_url, worker=worker)
-    splits = data_lib.load_splits(data_lib.find_data_dir(config.data_dir), config.train_size,
-                                  config.val_size)
-    device_data = DeviceData.create(splits.train_images, splits.train_labels, splits.val_images,
-                                    splits.val_labels, config.batch_size)
+    splits = data_lib.load_splits(
+        data_lib.find_data_dir(config.data_dir), config.train_size, config.val_size
+    )
+    device_data = DeviceData.create(
+        splits.train_images,
+        splits.train_labels,
+        splits.val_images,
+        splits.val_labels,
+        config.batch_size,
+    )
     objective = make_objective(config, device_data)
 
     failures, rejected = 0, 0
     first, start = count_finished(study), time.perf_counter()
     # On a terminal a bar with ETA; in a log file (disable=None) the per-trial lines carry it.
-    progress = tqdm(total=config.trials, initial=first, unit="trial", dynamic_ncols=True,
-                    file=sys.stderr, desc=config.study, disable=None if show_progress else True)
+    progress = tqdm(
+        total=config.trials,
+        initial=first,
+        unit="trial",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        desc=config.study,
+        disable=None if show_progress else True,
+    )
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal failures, rejected
@@ -135,13 +158,16 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
     try:
         while count_finished(study) < config.trials:
             if failures >= MAX_CONSECUTIVE_FAILURES:
-                raise SearchError(f"{failures} trials in a row failed; see their reasons above. "
-                                  "Fix the cause, then rerun the command to continue.")
+                raise SearchError(
+                    f"{failures} trials in a row failed; see their reasons above. "
+                    "Fix the cause, then rerun the command to continue."
+                )
             study.optimize(objective, n_trials=1, callbacks=[after_trial])
     finally:
         progress.close()
-        _logger.info("Worker %d: %d sampled architectures were rejected before training.",
-                     worker, rejected)
+        _logger.info(
+            "Worker %d: %d sampled architectures were rejected before training.", worker, rejected
+        )
 
 
 def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose: bool) -> None:
@@ -151,15 +177,25 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
     for index in range(workers):
         # Give each worker its own cores; XLA:CPU threads of two workers on one core only contend.
         share = [cpu for position, cpu in enumerate(cpus) if position % workers == index]
-        process = context.Process(target=_worker_main, name=f"regnas-worker-{index}",
-                                  args=(config, storage_url, index, share, verbose))
+        process = context.Process(
+            target=_worker_main,
+            name=f"regnas-worker-{index}",
+            args=(config, storage_url, index, share, verbose),
+        )
         process.start()
         processes.append(process)
 
     study = optuna.load_study(study_name=config.study, storage=storage_url)
     first, start = count_finished(study), time.perf_counter()
-    progress = tqdm(total=config.trials, initial=first, unit="trial", dynamic_ncols=True,
-                    file=sys.stderr, desc=config.study, disable=None)
+    progress = tqdm(
+        total=config.trials,
+        initial=first,
+        unit="trial",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        desc=config.study,
+        disable=None,
+    )
     try:
         while any(process.is_alive() for process in processes):
             time.sleep(_POLL_SECONDS)
@@ -171,15 +207,21 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
         progress.close()
     _logger.info("Workers finished in %.0fs.", time.perf_counter() - start)
 
-    failed = [f"worker {index} (exit code {process.exitcode})"
-              for index, process in enumerate(processes) if process.exitcode != 0]
+    failed = [
+        f"worker {index} (exit code {process.exitcode})"
+        for index, process in enumerate(processes)
+        if process.exitcode != 0
+    ]
     if failed:
-        raise SearchError(f"{', '.join(failed)} stopped with an error; see its log above. Rerun "
-                          "the command to continue the study.")
+        raise SearchError(
+            f"{', '.join(failed)} stopped with an error; see its log above. Rerun "
+            "the command to continue the study."
+        )
 
 
-def _worker_main(config: SearchConfig, storage_url: str, index: int, cpus: list[int],
-                 verbose: bool) -> None:
+def _worker_main(
+    config: SearchConfig, storage_url: str, index: int, cpus: list[int], verbose: bool
+) -> None:
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
     setup_logging(verbose, prefix=f"w{index} ")
@@ -192,7 +234,7 @@ def _worker_main(config: SearchConfig, storage_url: str, index: int, cpus: list[
         sys.exit(1)
 
 
-def _stop(processes: list[multiprocessing.process.BaseProcess]) -> None:
+def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
     # A terminal's Ctrl-C reaches every worker already; a signal sent to the parent alone does
     # not, so forward it. Each worker marks its running trial failed before exiting.
     for process in processes:

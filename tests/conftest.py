@@ -1,4 +1,4 @@
-"""Shared fixtures: small Fashion-MNIST-shaped IDX files written to disk, and tiny search spaces."""
+"""Shared fixtures: small Fashion-MNIST-shaped IDX files on disk, and a tiny search space."""
 
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from regnas.space import RegNetSpace
 
 DEBIAN_DATA = data_lib.DEBIAN_DIR
 # The smallest networks of the RegNet space: one or two stages, so that a trial compiles quickly.
-TINY_SPACE = RegNetSpace(depth=(1, 2), w0=(8, 16), wa=(8.0, 16.0), wm=(2.0, 3.0),
-                         group_w=(8,), bot_mul=(1.0,))
+TINY_SPACE = RegNetSpace(
+    depth=(1, 2), w0=(8, 16), wa=(8.0, 16.0), wm=(2.0, 3.0), group_w=(8,), bot_mul=(1.0,)
+)
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -34,7 +35,7 @@ def make_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     images = rng.integers(0, 60, (count, 28, 28)).astype(np.uint8)
     for index, label in enumerate(labels):
         row = 1 + int(label) * 2
-        images[index, row: row + 3, :] = 230
+        images[index, row : row + 3, :] = 230
     return images, labels
 
 

@@ -16,8 +16,9 @@ REGNETY_200MF = {"flops": 199_519_076, "params": 3_162_996, "acts": 2_168_052}
 
 @pytest.mark.parametrize(("se_ratio", "expected"), [(0.0, REGNETX_200MF), (0.25, REGNETY_200MF)])
 def test_regnet_200mf_matches_pycls(se_ratio: float, expected: dict[str, int]) -> None:
-    spec = RegNetParams(depth=13, w0=24, wa=36.44, wm=2.49, group_w=8, se_ratio=se_ratio).to_anynet(
-        stem_w=32, stem_stride=2, in_channels=3, num_classes=1000)
+    spec = RegNetParams(
+        depth=13, w0=24, wa=36.44, wm=2.49, group_w=8, se_ratio=se_ratio
+    ).to_anynet(stem_w=32, stem_stride=2, in_channels=3, num_classes=1000)
 
     result = complexity(spec, image_size=224)
 
@@ -35,9 +36,12 @@ def test_complexity_rejects_bad_image_size() -> None:
 
 @pytest.mark.parametrize("se_ratio", [0.0, 0.25])
 def test_params_match_built_model(se_ratio: float) -> None:
-    spec = AnyNetSpec(stages=(StageSpec(depth=2, width=16, group_w=8, se_ratio=se_ratio),
-                              StageSpec(depth=1, width=64, group_w=16, bot_mul=0.5,
-                                        se_ratio=se_ratio)))
+    spec = AnyNetSpec(
+        stages=(
+            StageSpec(depth=2, width=16, group_w=8, se_ratio=se_ratio),
+            StageSpec(depth=1, width=64, group_w=16, bot_mul=0.5, se_ratio=se_ratio),
+        )
+    )
     variables = init_variables(AnyNet(spec), seed=0, input_shape=(1, 28, 28, 1))
 
     assert count_params(variables["params"]) == complexity(spec, 28)["params"]

@@ -7,12 +7,11 @@ import hashlib
 from pathlib import Path
 import shutil
 
+from conftest import requires_real_data, write_idx
 import numpy as np
 import pytest
 
 from regnas import data as data_lib
-
-from conftest import requires_real_data, write_idx
 
 
 def _checksums(directory: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -59,8 +58,9 @@ def test_explicit_dir_comes_first(idx_dir: Path, isolated_data: Path) -> None:
     assert data_lib.find_data_dir(idx_dir, download=False) == idx_dir
 
 
-def test_environment_variable_used(idx_dir: Path, isolated_data: Path,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_variable_used(
+    idx_dir: Path, isolated_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(data_lib.DATA_DIR_ENV, str(idx_dir))
 
     assert data_lib.find_data_dir(None, download=False) == idx_dir
@@ -81,8 +81,9 @@ def test_download_verifies_checksums(idx_dir: Path, tmp_path: Path) -> None:
     archive, payload = _checksums(idx_dir)
     target = tmp_path / "downloaded"
 
-    data_lib.download_files(target, urls=(idx_dir.as_uri() + "/",), archive_sha256=archive,
-                            payload_sha256=payload)
+    data_lib.download_files(
+        target, urls=(idx_dir.as_uri() + "/",), archive_sha256=archive, payload_sha256=payload
+    )
 
     for name in data_lib.FILENAMES:
         assert (target / name).read_bytes() == (idx_dir / name).read_bytes()
@@ -98,8 +99,12 @@ def test_download_accepts_recompressed_payload(idx_dir: Path, tmp_path: Path) ->
         (mirror / name).write_bytes(gzip.compress(raw, compresslevel=1, mtime=0))
     wrong_archive = dict.fromkeys(data_lib.FILENAMES, "0" * 64)
 
-    data_lib.download_files(tmp_path / "out", urls=(mirror.as_uri() + "/",),
-                            archive_sha256=wrong_archive, payload_sha256=payload)
+    data_lib.download_files(
+        tmp_path / "out",
+        urls=(mirror.as_uri() + "/",),
+        archive_sha256=wrong_archive,
+        payload_sha256=payload,
+    )
 
     assert all((tmp_path / "out" / name).is_file() for name in data_lib.FILENAMES)
 
@@ -109,8 +114,9 @@ def test_download_rejects_bad_checksum(idx_dir: Path, tmp_path: Path) -> None:
     target = tmp_path / "downloaded"
 
     with pytest.raises(OSError, match="checksum mismatch"):
-        data_lib.download_files(target, urls=(idx_dir.as_uri() + "/",), archive_sha256=wrong,
-                                payload_sha256=wrong)
+        data_lib.download_files(
+            target, urls=(idx_dir.as_uri() + "/",), archive_sha256=wrong, payload_sha256=wrong
+        )
 
     # Nothing unverified is left behind for a later run to trust.
     assert list(target.iterdir()) == []
@@ -120,14 +126,19 @@ def test_download_tries_next_mirror(idx_dir: Path, tmp_path: Path) -> None:
     archive, payload = _checksums(idx_dir)
     missing = (tmp_path / "nowhere").as_uri() + "/"
 
-    data_lib.download_files(tmp_path / "out", urls=(missing, idx_dir.as_uri() + "/"),
-                            archive_sha256=archive, payload_sha256=payload)
+    data_lib.download_files(
+        tmp_path / "out",
+        urls=(missing, idx_dir.as_uri() + "/"),
+        archive_sha256=archive,
+        payload_sha256=payload,
+    )
 
     assert all((tmp_path / "out" / name).is_file() for name in data_lib.FILENAMES)
 
 
-def test_failed_download_explains_fix(isolated_data: Path, monkeypatch: pytest.MonkeyPatch,
-                                      tmp_path: Path) -> None:
+def test_failed_download_explains_fix(
+    isolated_data: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     missing = (tmp_path / "nowhere").as_uri() + "/"
     monkeypatch.setattr(data_lib, "DOWNLOAD_URLS", (missing,))
     original = data_lib.download_files

@@ -6,14 +6,13 @@ from collections.abc import Iterator
 import contextlib
 import math
 
+from conftest import make_images
 import jax
 import numpy as np
 import pytest
 
 from regnas import AnyNetSpec, StageSpec
 from regnas.engine import DeviceData, NonFiniteLossError, TrainConfig, Trainer
-
-from conftest import make_images
 
 
 SPEC = AnyNetSpec(stages=(StageSpec(1, 16), StageSpec(1, 32)))
@@ -22,8 +21,13 @@ SPEC = AnyNetSpec(stages=(StageSpec(1, 16), StageSpec(1, 32)))
 @pytest.fixture(scope="module")
 def device_data() -> DeviceData:
     images, labels = make_images(320, seed=3)
-    return DeviceData.create(images[:256, ..., None], labels[:256].astype(np.int32),
-                             images[256:, ..., None], labels[256:].astype(np.int32), 64)
+    return DeviceData.create(
+        images[:256, ..., None],
+        labels[:256].astype(np.int32),
+        images[256:, ..., None],
+        labels[256:].astype(np.int32),
+        64,
+    )
 
 
 @contextlib.contextmanager
@@ -65,8 +69,13 @@ def test_evaluation_is_deterministic(device_data: DeviceData) -> None:
 
 def test_padded_evaluation_counts_real_images() -> None:
     images, labels = make_images(100, seed=4)
-    data = DeviceData.create(images[..., None], labels.astype(np.int32), images[:70, ..., None],
-                             labels[:70].astype(np.int32), batch_size=64)
+    data = DeviceData.create(
+        images[..., None],
+        labels.astype(np.int32),
+        images[:70, ..., None],
+        labels[:70].astype(np.int32),
+        batch_size=64,
+    )
 
     # 70 images pad to two batches of 64; only the real ones count.
     assert data.eval_images.shape[0] == 128
@@ -92,8 +101,9 @@ def test_architecture_compiles_once(device_data: DeviceData) -> None:
 
 
 def test_non_finite_loss_raises(device_data: DeviceData) -> None:
-    trainer = Trainer(SPEC, TrainConfig(epochs=3, batch_size=64, lr=1e30, warmup_epochs=0),
-                      device_data)
+    trainer = Trainer(
+        SPEC, TrainConfig(epochs=3, batch_size=64, lr=1e30, warmup_epochs=0), device_data
+    )
 
     with pytest.raises(NonFiniteLossError, match="training loss"):
         list(trainer.epochs())

@@ -21,12 +21,16 @@ def test_dense_grouped_conv_matches_native(groups: int, stride: int) -> None:
     def loss(params: dict, x: jax.Array, module: GroupedConv3x3) -> jax.Array:
         return jnp.sum(jnp.sin(module.apply(params, x)))
 
-    np.testing.assert_allclose(dense.apply(params, x), native.apply(params, x), rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        dense.apply(params, x), native.apply(params, x), rtol=1e-5, atol=1e-5
+    )
     grad_dense = jax.grad(loss, argnums=(0, 1))(params, x, dense)
     grad_native = jax.grad(loss, argnums=(0, 1))(params, x, native)
-    for got, expected in zip(jax.tree_util.tree_leaves(grad_dense),
-                             jax.tree_util.tree_leaves(grad_native)):
+    for got, expected in zip(
+        jax.tree_util.tree_leaves(grad_dense),
+        jax.tree_util.tree_leaves(grad_native),
+        strict=True,
+    ):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
@@ -48,8 +52,8 @@ def test_host_init_matches_flax_init() -> None:
     flax_leaves = jax.tree_util.tree_leaves_with_path(flax_variables)
     host_leaves = jax.tree_util.tree_leaves_with_path(host_variables)
     assert [path for path, _ in flax_leaves] == [path for path, _ in host_leaves]
-    for (path, expected), (_, got) in zip(flax_leaves, host_leaves):
-        expected = np.asarray(expected)
+    for (path, flax_value), (_, got) in zip(flax_leaves, host_leaves, strict=True):
+        expected = np.asarray(flax_value)
         assert got.shape == expected.shape, jax.tree_util.keystr(path)
         if np.all(expected == expected.flat[0]):
             # Constant initializers (zeros, ones) must match exactly.
@@ -72,4 +76,13 @@ def test_parameter_paths_are_stable() -> None:
 
     assert sorted(variables["params"]) == ["head", "s1_b1", "s1_b2", "stem", "stem_bn"]
     assert sorted(variables["params"]["s1_b1"]) == [
-        "bn_a", "bn_b", "bn_c", "conv_a", "conv_b", "conv_c", "proj", "proj_bn", "se"]
+        "bn_a",
+        "bn_b",
+        "bn_c",
+        "conv_a",
+        "conv_b",
+        "conv_c",
+        "proj",
+        "proj_bn",
+        "se",
+    ]

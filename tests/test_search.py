@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from conftest import TINY_SPACE
 import jax
 import numpy as np
 import optuna
@@ -19,14 +20,19 @@ from regnas.results import export_best
 from regnas.spec import AnyNetSpec
 from regnas.study import REJECTED_KEY, SearchConfig, count_finished
 
-from conftest import TINY_SPACE
-
 
 def tiny_config(idx_dir: Path, tmp_path: Path, **overrides: object) -> SearchConfig:
     settings: dict = {
-        "study": "tiny", "storage": str(tmp_path / "study.db"), "trials": 3, "epochs": 2,
-        "train_size": 256, "val_size": 128, "batch_size": 64, "max_mflops": None,
-        "data_dir": str(idx_dir), "space": TINY_SPACE,
+        "study": "tiny",
+        "storage": str(tmp_path / "study.db"),
+        "trials": 3,
+        "epochs": 2,
+        "train_size": 256,
+        "val_size": 128,
+        "batch_size": 64,
+        "max_mflops": None,
+        "data_dir": str(idx_dir),
+        "space": TINY_SPACE,
     }
     settings.update(overrides)
     return SearchConfig(**settings)  # type: ignore[arg-type]
@@ -64,8 +70,9 @@ def test_rerun_keeps_study_total(idx_dir: Path, tmp_path: Path) -> None:
     assert count_finished(load(config)) == 3
 
 
-def test_budget_rejects_before_compile(idx_dir: Path, tmp_path: Path,
-                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_budget_rejects_before_compile(
+    idx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     compiled: list[AnyNetSpec] = []
     original = Trainer.compile
 
@@ -93,7 +100,7 @@ def test_budget_rejects_before_compile(idx_dir: Path, tmp_path: Path,
 def test_budget_below_space_fails_early(idx_dir: Path, tmp_path: Path) -> None:
     config = tiny_config(idx_dir, tmp_path, max_mflops=0.01)
 
-    with pytest.raises(ValueError, match="--max-mflops 0.01 is below the cheapest"):
+    with pytest.raises(ValueError, match=r"--max-mflops 0\.01 is below the cheapest"):
         workers.run_search(config, workers=1)
     assert not Path(config.storage).exists()
 
@@ -107,8 +114,9 @@ def test_changed_settings_refuse_resume(idx_dir: Path, tmp_path: Path) -> None:
     assert count_finished(load(config)) == 1
 
 
-def test_non_finite_loss_fails_trial(idx_dir: Path, tmp_path: Path,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_loss_fails_trial(
+    idx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(workers, "MAX_CONSECUTIVE_FAILURES", 2)
     config = tiny_config(idx_dir, tmp_path, lr=1e30, epochs=2)
 
@@ -136,8 +144,9 @@ def test_export_rebuilds_same_network(idx_dir: Path, tmp_path: Path) -> None:
     assert loaded.complexity["params"] == best.user_attrs["params"]
     variables = init_variables(AnyNet(original), seed=5, input_shape=(1, 28, 28, 1))
     images = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
-    np.testing.assert_array_equal(AnyNet(loaded.spec).apply(variables, images),
-                                  AnyNet(original).apply(variables, images))
+    np.testing.assert_array_equal(
+        AnyNet(loaded.spec).apply(variables, images), AnyNet(original).apply(variables, images)
+    )
 
 
 def test_export_without_completed_trial(tmp_path: Path) -> None:
@@ -152,5 +161,5 @@ def test_export_unknown_study_lists_known(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'one.db'}"
     optuna.create_study(study_name="present", storage=storage)
 
-    with pytest.raises(ValueError, match="Study 'absent' not found.*present"):
+    with pytest.raises(ValueError, match=r"Study 'absent' not found.*present"):
         export_best("absent", storage)

@@ -1,0 +1,249 @@
+"""The three commands end to end, as a user runs them, on fixture IDX files and real data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import requires_real_data
+import optuna
+import pytest
+
+from regnas.study import count_finished
+
+
+pytestmark = pytest.mark.slow
+
+# Small and fast: one epoch on 256 images, so that a trial of the default space takes seconds.
+FAST = ["--epochs", "1", "--train-size", "256", "--val-size", "128", "--batch-size", "64"]
+STUDY = "cli"
+
+
+def regnas(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def finished(storage: Path, study: str = STUDY) -> int:
+    return count_finished(optuna.load_study(study_name=study, storage=f"sqlite:///{storage}"))
+
+
+def test_search_export_train(idx_dir: Path, tmp_path: Path) -> None:
+    search = regnas(
+        "regnas.search",
+        "--trials",
+        "2",
+        "--study",
+        STUDY,
+        "--workers",
+        "1",
+        "--data-dir",
+        str(idx_dir),
+        *FAST,
+        cwd=tmp_path,
+    )
+    assert search.returncode == 0, search.stderr
+    storage = tmp_path / "studies" / "regnas.db"
+    assert f"Storage: {storage}" in search.stdout
+    assert "trial " in search.stderr and "best " in search.stderr
+    assert finished(storage) == 2
+
+    export = regnas("regnas.export", "--study", STUDY, "--output", "best.json", cwd=tmp_path)
+    assert export.returncode == 0, export.stderr
+    document = json.loads((tmp_path / "best.json").read_text())
+    assert document["format"] == "regnas.architecture"
+    assert document["version"] == 1
+    assert set(document["anynet"]["stages"][0]) == {
+        "depth",
+        "width",
+        "stride",
+        "group_w",
+        "bot_mul",
+        "se_ratio",
+    }
+    assert set(document["complexity"]) == {"image_size", "flops", "params", "acts"}
+    assert document["provenance"]["study"] == STUDY
+
+    train = regnas(
+        "regnas.train",
+        "--config",
+        "best.json",
+        "--epochs",
+        "1",
+        "--train-size",
+        "512",
+        "--batch-size",
+        "64",
+        "--data-dir",
+        str(idx_dir),
+        "--json",
+        cwd=tmp_path,
+    )
+    assert train.returncode == 0, train.stderr
+    summary = json.loads(train.stdout)
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["params"] == document["complexity"]["params"]
+
+
+def test_two_workers_share_study(idx_dir: Path, tmp_path: Path) -> None:
+    result = regnas(
+        "regnas.search",
+        "--trials",
+        "3",
+        "--study",
+        STUDY,
+        "--workers",
+        "2",
+        "--data-dir",
+        str(idx_dir),
+        *FAST,
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "w0 trial" in result.stderr and "w1 trial" in result.stderr
+    # Each worker checks the total before it starts a trial, so at most one runs past it.
+    assert 3 <= finished(tmp_path / "studies" / "regnas.db") <= 4
+
+
+def test_interrupt_then_rerun(idx_dir: Path, tmp_path: Path) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "regnas.search",
+        "--trials",
+        "3",
+        "--study",
+        STUDY,
+        "--workers",
+        "1",
+        "--data-dir",
+        str(idx_dir),
+        *FAST,
+    ]
+    storage = tmp_path / "studies" / "regnas.db"
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if storage.exists() and _finished_or_zero(storage) >= 1:
+            break
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+
+    assert process.returncode == 130, stderr
+    assert "Rerun to continue: python -m regnas.search --trials 3" in stderr
+    interrupted = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{storage}")
+    assert not interrupted.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+
+    rerun = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert finished(storage) == 3
+
+
+def _finished_or_zero(storage: Path) -> int:
+    try:
+        return finished(storage)
+    except (KeyError, optuna.exceptions.StorageInternalError, ValueError):
+        return 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--trials", "0"], "--trials must be a positive integer"),
+        (["--max-mflops", "-3"], "--max-mflops must be a positive number"),
+        (["--max-mflops", "0.001"], "below the cheapest architecture"),
+        (["--workers", "0"], "--workers must be a positive integer"),
+        (["--storage", "nosuchdb://x"], "Cannot open storage nosuchdb://x"),
+        (["--batch-size", "512", "--train-size", "256"], "exceeds --train-size"),
+    ],
+)
+def test_search_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
+    result = regnas("regnas.search", "--study", STUDY, *args, cwd=tmp_path, timeout=120)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "studies" / "regnas.db").exists()
+
+
+def test_missing_data_explains_fix(tmp_path: Path) -> None:
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-m", "regnas.train", "--config", "missing.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "missing.json not found" in result.stderr
+    assert "python -m regnas.export" in result.stderr
+
+
+def test_export_of_empty_study_fails(tmp_path: Path) -> None:
+    storage = tmp_path / "empty.db"
+    optuna.create_study(study_name="empty", storage=f"sqlite:///{storage}")
+
+    result = regnas(
+        "regnas.export",
+        "--study",
+        "empty",
+        "--storage",
+        str(storage),
+        "--output",
+        "out.json",
+        cwd=tmp_path,
+        timeout=120,
+    )
+
+    assert result.returncode == 2
+    assert "has no completed trial yet" in result.stderr
+    assert not (tmp_path / "out.json").exists()
+
+
+@requires_real_data
+def test_search_on_real_fashion_mnist(tmp_path: Path) -> None:
+    result = regnas(
+        "regnas.search",
+        "--trials",
+        "2",
+        "--study",
+        "real",
+        "--workers",
+        "1",
+        "--epochs",
+        "1",
+        "--train-size",
+        "1024",
+        "--val-size",
+        "512",
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "Reading Fashion-MNIST from /usr/share/datasets/fashion-mnist" in result.stderr
+    study = optuna.load_study(
+        study_name="real", storage=f"sqlite:///{tmp_path / 'studies' / 'regnas.db'}"
+    )
+    # Even one epoch on 1,024 real images learns far beyond the 10 % of chance.
+    assert study.best_value > 0.3
