@@ -9,8 +9,8 @@ Layout (version 1), built-in JSON types only::
      "complexity": {"image_size", "flops", "params", "acts"},
      "metrics": {...}, "provenance": {...}}
 
-`anynet` is authoritative; `regnet`, when present, must expand to it, and `complexity` must match
-a recount, so a hand-edited file that contradicts itself is rejected on load.
+`anynet` is authoritative. On load, `regnet` (when present) must expand to it and `complexity` must
+match a recount, so a hand-edited file that contradicts itself is rejected.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def architecture_document(
     }
     # Fail here, not in a reader: everything must survive a JSON round trip unchanged.
     if json.loads(json.dumps(document)) != document:
-        raise TypeError("The architecture document holds values that JSON cannot represent.")
+        raise TypeError("The architecture document contains values that JSON cannot represent.")
     return document
 
 

@@ -53,7 +53,7 @@ PAYLOAD_SHA256 = {
     TEST_LABELS: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 _IMAGES_MAGIC, _LABELS_MAGIC = 2051, 2049
-# Split seed: fixed, so every study and every retraining sees the same validation images.
+# Split seed: fixed, so that every study and every retraining validates on the same images.
 SPLIT_SEED = 20200330
 
 

@@ -18,9 +18,9 @@ from regnas.regnet import WIDTH_QUANTUM, RegNetParams
 class RegNetSpace:
     """Ranges of the RegNet parameters, sized for 28x28 inputs on a CPU.
 
-    The paper samples d < 64, w0 < 256, wa < 256 and 1.5 <= wm <= 3 for ImageNet; these ranges
-    are smaller so that a trial trains in seconds at 28x28, and group widths start at 8 because
-    narrower groups waste most of the block-diagonal kernel that the CPU path builds.
+    Radosavovic et al. (2020) sample d < 64, w0 < 256, wa < 256 and 1.5 <= wm <= 3 for
+    ImageNet. These ranges are smaller, so that a trial trains in seconds at 28x28. Group widths
+    start at 8 because narrower groups waste most of the block-diagonal kernel of the CPU path.
 
     Attributes:
         depth: Inclusive range of the total block count.

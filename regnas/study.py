@@ -1,7 +1,7 @@
 """A RegNet search as an Optuna study: settings, sampling, budget checks, the objective, logging.
 
 `regnas.workers.run_search` drives it. The study is the unit of resumption: rerunning with the
-same name and storage continues until the study holds `trials` finished trials.
+same name and storage continues until the study contains `trials` finished trials.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class SearchConfig:
     max_mflops: float | None = 5.0
     data_dir: str | None = None
     # Stem stride 1 keeps 28x28 after the stem, so four stride-2 stages end at 2x2 and no stage
-    # before the last one runs at 1x1, where a 3x3 convolution sees only padding.
+    # before the last one runs at 1x1, where a 3x3 convolution reads mostly padding.
     stem_w: int = 16
     stem_stride: int = 1
     space: RegNetSpace = dataclasses.field(default_factory=RegNetSpace)

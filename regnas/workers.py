@@ -64,7 +64,7 @@ def run_search(
     resume_command: str = "python -m regnas.search",
     verbose: bool = False,
 ) -> int:
-    """Run the search until the study holds `config.trials` finished trials.
+    """Run the search until the study contains `config.trials` finished trials.
 
     Args:
         config: The search settings.
@@ -115,7 +115,7 @@ def run_search(
 
 
 def work(config: SearchConfig, storage_url: str, worker: int, show_progress: bool) -> None:
-    """Run trials in this process until the study holds `config.trials` finished trials."""
+    """Run trials in this process until the study contains `config.trials` finished trials."""
     study = open_study(config, storage_url, worker=worker)
     splits = data_lib.load_splits(
         data_lib.find_data_dir(config.data_dir), config.train_size, config.val_size

@@ -7,11 +7,12 @@ import hashlib
 from pathlib import Path
 import shutil
 
-from conftest import requires_real_data, write_idx
 import numpy as np
 import pytest
 
 from regnas import data as data_lib
+
+from conftest import requires_real_data, write_idx
 
 
 def _checksums(directory: Path) -> tuple[dict[str, str], dict[str, str]]:

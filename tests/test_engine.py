@@ -6,13 +6,14 @@ from collections.abc import Iterator
 import contextlib
 import math
 
-from conftest import make_images
 import jax
 import numpy as np
 import pytest
 
 from regnas import AnyNetSpec, StageSpec
 from regnas.engine import DeviceData, NonFiniteLossError, TrainConfig, Trainer
+
+from conftest import make_images
 
 
 SPEC = AnyNetSpec(stages=(StageSpec(1, 16), StageSpec(1, 32)))

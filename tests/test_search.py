@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from conftest import TINY_SPACE
 import jax
 import numpy as np
 import optuna
@@ -19,6 +18,8 @@ from regnas.models import AnyNet, init_variables
 from regnas.results import export_best
 from regnas.spec import AnyNetSpec
 from regnas.study import REJECTED_KEY, SearchConfig, count_finished
+
+from conftest import TINY_SPACE
 
 
 def tiny_config(idx_dir: Path, tmp_path: Path, **overrides: object) -> SearchConfig:

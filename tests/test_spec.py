@@ -58,5 +58,5 @@ def test_from_dict_names_missing_key() -> None:
 def test_output_sizes_for_28px() -> None:
     spec = AnyNetSpec(stages=tuple(StageSpec(1, 8) for _ in range(4)))
 
-    # Stem stride 1: the last of four stride-2 stages still sees 2x2, not 1x1.
+    # With stem stride 1 the last of four stride-2 stages outputs 2x2, not 1x1.
     assert spec.output_sizes(28) == [28, 14, 7, 4, 2]
