@@ -131,16 +131,7 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
 
     failures, rejected = 0, 0
     first, start = count_finished(study), time.perf_counter()
-    # On a terminal a bar with ETA; in a log file (disable=None) the per-trial lines carry it.
-    progress = tqdm(
-        total=config.trials,
-        initial=first,
-        unit="trial",
-        dynamic_ncols=True,
-        file=sys.stderr,
-        desc=config.study,
-        disable=None if show_progress else True,
-    )
+    progress = _progress_bar(config, first, enabled=show_progress)
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal failures, rejected
@@ -187,15 +178,7 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
 
     study = optuna.load_study(study_name=config.study, storage=storage_url)
     first, start = count_finished(study), time.perf_counter()
-    progress = tqdm(
-        total=config.trials,
-        initial=first,
-        unit="trial",
-        dynamic_ncols=True,
-        file=sys.stderr,
-        desc=config.study,
-        disable=None,
-    )
+    progress = _progress_bar(config, first, enabled=True)
     try:
         while any(process.is_alive() for process in processes):
             time.sleep(_POLL_SECONDS)
@@ -247,6 +230,20 @@ def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
         process.join(timeout=30)
         if process.is_alive():
             process.terminate()
+
+
+def _progress_bar(config: SearchConfig, finished: int, enabled: bool) -> tqdm:
+    # disable=None shows the bar on a terminal only; in a log file the per-trial lines carry
+    # the progress and the ETA.
+    return tqdm(
+        total=config.trials,
+        initial=finished,
+        unit="trial",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        desc=config.study,
+        disable=None if enabled else True,
+    )
 
 
 def _eta(elapsed: float, done: int, remaining: int) -> str:
