@@ -20,6 +20,10 @@ DEFAULT_STORAGE_PATH = Path("studies") / "regnas.db"
 # Seconds a SQLite connection waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT = 60.0
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+# A database scheme followed by ":" or "//" but not "://" is a mistyped URL, not a file name.
+_MISTYPED_URL = re.compile(
+    r"^(sqlite|postgres|postgresql|mysql|mariadb|oracle|mssql)[+\w]*(:|//)", re.I
+)
 
 
 def resolve_storage(value: str | None) -> str:
@@ -39,7 +43,16 @@ def resolve_storage(value: str | None) -> str:
         if value.startswith("sqlite:///") and value != "sqlite:///:memory:":
             return "sqlite:///" + str(Path(value[len("sqlite:///") :]).expanduser().resolve())
         return value
+    if value is not None and _MISTYPED_URL.match(value):
+        raise ValueError(
+            f"Invalid storage URL {value!r}: a database URL needs '://', for example "
+            "postgresql://user@host/db or sqlite:///studies/regnas.db."
+        )
     path = Path(value).expanduser() if value is not None else DEFAULT_STORAGE_PATH
+    if path.is_dir():
+        raise ValueError(
+            f"--storage {value!r} is a directory; pass a SQLite file such as {path / 'regnas.db'}."
+        )
     return "sqlite:///" + str(path.resolve())
 
 
