@@ -35,7 +35,7 @@ _LAZY = {
     "TrainConfig": "regnas.engine",
     "Trainer": "regnas.engine",
     "load_architecture": "regnas.archive",
-    "run_search": "regnas.study",
+    "run_search": "regnas.workers",
 }
 
 

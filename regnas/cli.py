@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import logging
+import signal
 import sys
 import warnings
 
@@ -40,8 +41,26 @@ def setup_logging(verbose: bool = False, prefix: str = "") -> None:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for optuna_handler in logging.getLogger("optuna").handlers:
+        optuna_handler.addFilter(_DropInterruptTracebacks())
     # Constraints and Hyperband are stable in use here; their experimental notices are noise.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+class _DropInterruptTracebacks(logging.Filter):
+    """Drops Optuna's traceback for an interrupted trial; regnas prints how to resume instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def interrupt_on_sigterm() -> None:
+    """Handle SIGTERM like Ctrl-C, so that `kill PID` also fails the running trial cleanly."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
 
 
 def run_main(main: Callable[[], int | None]) -> None:

@@ -87,9 +87,16 @@ def find_data_dir(data_dir: str | Path | None = None, download: bool = True) -> 
         explicit = Path(os.environ[DATA_DIR_ENV])
     candidates = [path for path in (explicit, DEBIAN_DIR, default_cache_dir()) if path]
     for candidate in candidates:
-        if all((candidate / name).is_file() for name in FILENAMES):
-            _logger.info("Reading Fashion-MNIST from %s", candidate.resolve())
+        missing = [name for name in FILENAMES if not (candidate / name).is_file()]
+        if not missing:
+            _logger.debug("Fashion-MNIST found in %s", candidate.resolve())
             return candidate
+        if candidate == explicit:
+            _logger.warning(
+                "%s lacks the Fashion-MNIST files %s; looking in the default places.",
+                explicit,
+                missing,
+            )
 
     target = explicit or default_cache_dir()
     searched = ", ".join(str(path) for path in candidates)
@@ -206,6 +213,25 @@ def load_arrays(data_dir: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
     return images[..., None], labels.astype(np.int32)
 
 
+def count_training_images(data_dir: Path) -> int:
+    """Return the number of training images, reading only the small labels file."""
+    return len(read_idx(data_dir / TRAIN_LABELS))
+
+
+def check_split_sizes(available: int, train_size: int | None, val_size: int) -> int:
+    """Validate the split of `available` training images; return the resolved train size."""
+    if val_size < 1 or val_size >= available:
+        raise ValueError(f"--val-size must be in [1, {available - 1}], got {val_size}.")
+    if train_size is None:
+        return available - val_size
+    if train_size < 1 or train_size + val_size > available:
+        raise ValueError(
+            f"--train-size {train_size} + --val-size {val_size} exceeds the {available} "
+            "training images; lower one of them."
+        )
+    return train_size
+
+
 def load_splits(data_dir: Path, train_size: int | None, val_size: int) -> Splits:
     """Split the official training set into train and validation parts with a fixed seed.
 
@@ -216,15 +242,7 @@ def load_splits(data_dir: Path, train_size: int | None, val_size: int) -> Splits
     """
     images, labels = load_arrays(data_dir, train=True)
     available = len(images)
-    if val_size < 1 or val_size >= available:
-        raise ValueError(f"val_size must be in [1, {available - 1}], got {val_size}.")
-    if train_size is None:
-        train_size = available - val_size
-    if train_size < 1 or train_size + val_size > available:
-        raise ValueError(
-            f"train_size {train_size} + val_size {val_size} exceeds the {available} training "
-            "images; lower one of them."
-        )
+    train_size = check_split_sizes(available, train_size, val_size)
     order = np.random.default_rng(SPLIT_SEED).permutation(available)
     val_index, train_index = order[:val_size], order[val_size : val_size + train_size]
     return Splits(images[train_index], labels[train_index], images[val_index], labels[val_index])

@@ -35,7 +35,12 @@ def main(argv: list[str] | None = None) -> int:
 
     document = export_best(args.study, args.storage)
     output = Path(args.output) if args.output else Path("studies") / f"{args.study}.best.json"
-    path = save_architecture(output, document)
+    try:
+        path = save_architecture(output, document)
+    except OSError as error:
+        raise ValueError(
+            f"Cannot write {output}: {error.strerror}. Pass --output FILE in a writable directory."
+        ) from None
     print(
         f"Wrote trial {document['provenance']['trial']} (val_accuracy "
         f"{document['metrics']['val_accuracy']:.4f}, {document['metrics']['mflops']} MFLOPs) "

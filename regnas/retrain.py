@@ -38,6 +38,7 @@ def retrain(
     architecture = load_architecture(config_path)
     spec = architecture.spec
     directory = data_lib.find_data_dir(data_dir)
+    _logger.info("Reading Fashion-MNIST from %s", directory.resolve())
     train_images, train_labels = data_lib.load_arrays(directory, train=True)
     if train_size is not None:
         if not 1 <= train_size <= len(train_images):

@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 
-from regnas.cli import run_main, setup_logging
+from regnas.cli import interrupt_on_sigterm, run_main, setup_logging
 from regnas.study import DEFAULT_STUDY, SearchConfig
 
 
@@ -16,16 +16,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m regnas.search",
         description="Search the RegNet design space on Fashion-MNIST with Optuna. Rerunning the "
-        "same command resumes the study until it holds --trials finished trials.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "same command resumes the study until it contains --trials finished trials.",
     )
     parser.add_argument(
         "--trials",
         type=int,
         default=defaults.trials,
-        help="study-wide total of finished (complete or pruned) trials",
+        help="study-wide total of finished (complete or pruned) trials (default: %(default)s)",
     )
-    parser.add_argument("--study", default=DEFAULT_STUDY, help="study name")
+    parser.add_argument("--study", default=DEFAULT_STUDY, help="study name (default: %(default)s)")
     parser.add_argument(
         "--storage",
         default=None,
@@ -35,34 +34,38 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed",
         type=int,
         default=defaults.seed,
-        help="seed of the sampler and of each trial's training",
+        help="seed of the sampler and of each trial's training (default: %(default)s)",
     )
     parser.add_argument(
         "--epochs",
         type=int,
         default=defaults.epochs,
-        help="training epochs per trial (Hyperband's maximum resource)",
+        help="training epochs per trial (Hyperband's maximum resource) (default: %(default)s)",
     )
     parser.add_argument(
         "--train-size",
         type=int,
         default=defaults.train_size,
-        help="training images per trial, from the official training set",
+        help="training images per trial, from the official training set (default: %(default)s)",
     )
     parser.add_argument(
         "--val-size",
         type=int,
         default=defaults.val_size,
-        help="validation images, held out from the official training set",
+        help="validation images, held out from the official training set (default: %(default)s)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=defaults.batch_size, help="images per SGD step"
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="images per SGD step (default: %(default)s)",
     )
     parser.add_argument(
         "--max-mflops",
         type=float,
         default=defaults.max_mflops,
-        help="reject sampled architectures above this many MFLOPs at 28x28 before compiling them",
+        help="reject sampled architectures above this many MFLOPs at 28x28 before compiling "
+        "them (default: %(default)s)",
     )
     parser.add_argument(
         "--data-dir",
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
+    interrupt_on_sigterm()
     # Several workers share one GPU, so none may claim most of its memory up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from regnas.workers import run_search

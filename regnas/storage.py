@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 import re
+import time
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 
 
 _logger = logging.getLogger(__name__)
@@ -19,6 +21,7 @@ _logger = logging.getLogger(__name__)
 DEFAULT_STORAGE_PATH = Path("studies") / "regnas.db"
 # Seconds a SQLite connection waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT = 60.0
+_SCHEMA_RETRIES = 5
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 # A database scheme followed by ":" or "//" but not "://" is a mistyped URL, not a file name.
 _MISTYPED_URL = re.compile(
@@ -78,19 +81,46 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
             raise ValueError(
                 f"Storage file {path} does not exist. Pass the --storage that the search used."
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.is_dir():
+            # Only the default location is created: a mistyped path must not make directories.
+            if path != DEFAULT_STORAGE_PATH.resolve():
+                raise ValueError(
+                    f"Directory {path.parent} of the storage file does not exist; create it or "
+                    "pass another --storage."
+                )
+            path.parent.mkdir(parents=True)
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return _create_rdb_storage(url, engine_kwargs)
     except ImportError as error:
         raise ValueError(
             f"Cannot open storage {mask_password(url)}: {error}. Install the database driver, "
             "for example 'pip install psycopg2-binary' for PostgreSQL."
         ) from None
     except Exception as error:  # SQLAlchemy and Optuna raise many types for a bad URL.
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
-            f"Cannot open storage {mask_password(url)}: {type(error).__name__}: {error}"
+            f"Cannot open storage {mask_password(url)}: {first_line}. Use a URL that SQLAlchemy "
+            "supports, such as sqlite:///FILE or postgresql://USER@HOST/DB, with its driver "
+            "installed."
         ) from None
+
+
+def _create_rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+    # Processes that open a new database at once (workers, a dashboard) race to create the
+    # schema. The loser fails with "table ... already exists", a duplicate alembic_version row
+    # or a lock; a retry then finds the finished schema.
+    for attempt in range(_SCHEMA_RETRIES):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as error:
+            text = str(error)
+            race = any(mark in text for mark in ("already exists", "alembic_version", "locked"))
+            if not race or attempt == _SCHEMA_RETRIES - 1:
+                raise
+            _logger.debug("Schema creation raced with another process; retrying: %s", error)
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def mask_password(url: str) -> str:

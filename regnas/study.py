@@ -201,6 +201,14 @@ def make_objective(
     """Return the Optuna objective: validation accuracy after the last epoch trained."""
 
     def objective(trial: optuna.Trial) -> float:
+        try:
+            return train_trial(trial)
+        except KeyboardInterrupt:
+            # Optuna marks the trial FAIL and re-raises; the reason tells why it failed.
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+            raise
+
+    def train_trial(trial: optuna.Trial) -> float:
         spec = sample_architecture(config, trial)
         seed = config.trial_seed(trial.number)
         trial.set_user_attr("train_seed", seed)

@@ -13,16 +13,31 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m regnas.train",
         description="Rebuild an exported architecture, train it on the Fashion-MNIST training "
         "set and print its test accuracy.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument(
         "--config", required=True, help="architecture JSON written by 'python -m regnas.export'"
     )
-    parser.add_argument("--epochs", type=int, default=30, help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=128, help="images per SGD step")
-    parser.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
-    parser.add_argument("--weight-decay", type=float, default=5e-4, help="L2 penalty on kernels")
-    parser.add_argument("--seed", type=int, default=0, help="initialization and batch-order seed")
+    parser.add_argument(
+        "--epochs", type=int, default=30, help="training epochs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=128, help="images per SGD step (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--lr", type=float, default=0.1, help="peak learning rate (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=5e-4,
+        help="L2 penalty on kernels (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="initialization and batch-order seed (default: %(default)s)",
+    )
     parser.add_argument(
         "--train-size", type=int, default=None, help="training images (default: all 60,000)"
     )

@@ -21,7 +21,7 @@ import optuna
 from tqdm import tqdm
 
 from regnas import data as data_lib
-from regnas.cli import SearchError, setup_logging
+from regnas.cli import SearchError, interrupt_on_sigterm, setup_logging
 from regnas.engine import DeviceData
 from regnas.storage import mask_password, resolve_storage, sqlite_path
 from regnas.study import (
@@ -79,11 +79,19 @@ def run_search(
         raise ValueError(f"--workers must be a positive integer, got {workers!r}.")
     workers = workers or default_workers()
     storage_url = resolve_storage(config.storage)
+    check_budget(config)
+    # Find (or download) the data once, so that workers do not race to download it, and check
+    # the split before the study is created, so that a bad size cannot fix its settings.
+    data_dir = data_lib.find_data_dir(config.data_dir)
+    available = data_lib.count_training_images(data_dir)
+    data_lib.check_split_sizes(available, config.train_size, config.val_size)
+    config = dataclasses.replace(config, data_dir=str(data_dir))
+
     path = sqlite_path(storage_url)
     _logger.info("regnas search with %d worker(s): %s", workers, dataclasses.asdict(config))
     _logger.info("versions: %s", package_versions())
     print(f"Storage: {path if path else mask_password(storage_url)}", flush=True)
-    check_budget(config)
+    print(f"Data: {data_dir.resolve()} ({available} training images)", flush=True)
     study = open_study(config, storage_url)
 
     finished = count_finished(study)
@@ -93,8 +101,6 @@ def run_search(
             f"(--trials {config.trials}); nothing to do."
         )
         return finished
-    # Find (or download) the data once, so that workers do not race to download it.
-    config = dataclasses.replace(config, data_dir=str(data_lib.find_data_dir(config.data_dir)))
 
     try:
         if workers == 1:
@@ -168,7 +174,9 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
     for index in range(workers):
         # Give each worker its own cores; XLA:CPU threads of two workers on one core only contend.
         share = [cpu for position, cpu in enumerate(cpus) if position % workers == index]
+        # daemon: a worker never outlives a parent that exits, even through an error.
         process = context.Process(
+            daemon=True,
             target=_worker_main,
             name=f"regnas-worker-{index}",
             args=(config, storage_url, index, share, verbose),
@@ -205,6 +213,7 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
 def _worker_main(
     config: SearchConfig, storage_url: str, index: int, cpus: list[int], verbose: bool
 ) -> None:
+    interrupt_on_sigterm()
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
     setup_logging(verbose, prefix=f"w{index} ")
@@ -227,7 +236,8 @@ def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
             except ProcessLookupError:
                 pass
     for process in processes:
-        process.join(timeout=30)
+        # An interrupt takes effect only after a running XLA compile returns, so wait long.
+        process.join(timeout=120)
         if process.is_alive():
             process.terminate()
 

@@ -10,7 +10,7 @@ import numpy as np
 import optuna
 import pytest
 
-from regnas import workers
+from regnas import export, workers
 from regnas.archive import load_architecture, save_architecture
 from regnas.cli import SearchError
 from regnas.engine import Trainer
@@ -143,6 +143,8 @@ def test_export_rebuilds_same_network(idx_dir: Path, tmp_path: Path) -> None:
     assert document["provenance"]["trial"] == best.number
     assert document["metrics"]["val_accuracy"] == best.value
     assert loaded.complexity["params"] == best.user_attrs["params"]
+    with pytest.raises(ValueError, match="Pass --output FILE in a writable directory"):
+        export.main(["--study", config.study, "--storage", config.storage, "--output", "/"])
     variables = init_variables(AnyNet(original), seed=5, input_shape=(1, 28, 28, 1))
     images = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
     np.testing.assert_array_equal(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
+import subprocess
+import sys
 
 import pytest
 
@@ -60,3 +62,19 @@ def test_read_only_open_needs_file(tmp_path: Path) -> None:
 def test_unknown_driver_raises() -> None:
     with pytest.raises(ValueError, match="Cannot open storage nosuchdb://x"):
         open_storage("nosuchdb://x")
+
+
+def test_concurrent_schema_creation(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    script = (
+        "import sys; from regnas.storage import open_storage; "
+        "import optuna; optuna.create_study(study_name='s', storage=open_storage(sys.argv[1]), "
+        "load_if_exists=True)"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [process.communicate(timeout=120)[1] for process in processes]
+
+    assert [process.returncode for process in processes] == [0, 0, 0, 0], "\n".join(errors)
