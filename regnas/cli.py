@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+import contextlib
 import logging
 import signal
 import sys
@@ -54,13 +55,46 @@ class _DropInterruptTracebacks(logging.Filter):
         return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+class StopRequest:
+    """Turns SIGINT and SIGTERM into KeyboardInterrupt only where raising it is safe.
 
+    An interrupt that lands while Optuna stores a finished trial breaks Optuna's bookkeeping
+    (optuna 5.1 then raises UnboundLocalError), so outside `interruptible` blocks a signal only
+    sets `requested`, and the search loop stops before its next trial.
+    """
 
-def interrupt_on_sigterm() -> None:
-    """Handle SIGTERM like Ctrl-C, so that `kill PID` also fails the running trial cleanly."""
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    requested = False
+    _depth = 0
+
+    @classmethod
+    def install(cls) -> None:
+        """Handle SIGTERM, and SIGINT unless the process was started with SIGINT ignored."""
+        signal.signal(signal.SIGTERM, cls._handle)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, cls._handle)
+
+    @classmethod
+    def _handle(cls, signum: int, frame: object) -> None:
+        cls.requested = True
+        if cls._depth:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    @classmethod
+    def check(cls) -> None:
+        """Raise KeyboardInterrupt if a stop was requested."""
+        if cls.requested:
+            raise KeyboardInterrupt("stop requested")
+
+    @classmethod
+    @contextlib.contextmanager
+    def interruptible(cls) -> Iterator[None]:
+        """Let a signal raise KeyboardInterrupt at once inside this block."""
+        cls.check()
+        cls._depth += 1
+        try:
+            yield
+        finally:
+            cls._depth -= 1
 
 
 def run_main(main: Callable[[], int | None]) -> None:

@@ -7,7 +7,7 @@ import os
 import shlex
 import sys
 
-from regnas.cli import interrupt_on_sigterm, run_main, setup_logging
+from regnas.cli import StopRequest, run_main, setup_logging
 from regnas.study import DEFAULT_STUDY, SearchConfig
 
 
@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
-    interrupt_on_sigterm()
+    StopRequest.install()
     # Several workers share one GPU, so none may claim most of its memory up front.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from regnas.workers import run_search

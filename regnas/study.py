@@ -14,6 +14,7 @@ from typing import Any
 
 import optuna
 
+from regnas.cli import StopRequest
 from regnas.complexity import complexity
 from regnas.engine import DeviceData, EpochResult, NonFiniteLossError, TrainConfig, Trainer
 from regnas.space import RegNetSpace
@@ -202,7 +203,8 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         try:
-            return train_trial(trial)
+            with StopRequest.interruptible():
+                return train_trial(trial)
         except KeyboardInterrupt:
             # Optuna marks the trial FAIL and re-raises; the reason tells why it failed.
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")

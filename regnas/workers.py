@@ -21,7 +21,7 @@ import optuna
 from tqdm import tqdm
 
 from regnas import data as data_lib
-from regnas.cli import SearchError, interrupt_on_sigterm, setup_logging
+from regnas.cli import SearchError, StopRequest, setup_logging
 from regnas.engine import DeviceData
 from regnas.storage import mask_password, resolve_storage, sqlite_path
 from regnas.study import (
@@ -154,6 +154,7 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
 
     try:
         while count_finished(study) < config.trials:
+            StopRequest.check()
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise SearchError(
                     f"{failures} trials in a row failed; see their reasons above. "
@@ -188,9 +189,10 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
     first, start = count_finished(study), time.perf_counter()
     progress = _progress_bar(config, first, enabled=True)
     try:
-        while any(process.is_alive() for process in processes):
-            time.sleep(_POLL_SECONDS)
-            progress.update(count_finished(study) - progress.n)
+        with StopRequest.interruptible():
+            while any(process.is_alive() for process in processes):
+                time.sleep(_POLL_SECONDS)
+                progress.update(count_finished(study) - progress.n)
     except KeyboardInterrupt:
         _stop(processes)
         raise
@@ -213,7 +215,7 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
 def _worker_main(
     config: SearchConfig, storage_url: str, index: int, cpus: list[int], verbose: bool
 ) -> None:
-    interrupt_on_sigterm()
+    StopRequest.install()
     if cpus and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, cpus)
     setup_logging(verbose, prefix=f"w{index} ")

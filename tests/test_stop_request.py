@@ -1,0 +1,60 @@
+"""StopRequest: a signal raises KeyboardInterrupt only inside interruptible blocks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+import os
+import signal
+import time
+
+import pytest
+
+from regnas.cli import StopRequest
+
+
+@pytest.fixture(autouse=True)
+def restore_handlers() -> Iterator[None]:
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    StopRequest.requested = False
+    for number, handler in handlers.items():
+        signal.signal(number, handler)
+
+
+def _deliver(number: int) -> None:
+    os.kill(os.getpid(), number)
+    time.sleep(0.05)  # Python runs the handler at the next bytecode boundary.
+
+
+def test_signal_outside_block_sets_flag() -> None:
+    StopRequest.install()
+
+    _deliver(signal.SIGTERM)
+
+    assert StopRequest.requested
+    with pytest.raises(KeyboardInterrupt):
+        StopRequest.check()
+
+
+def test_signal_inside_block_raises() -> None:
+    StopRequest.install()
+
+    with pytest.raises(KeyboardInterrupt), StopRequest.interruptible():
+        _deliver(signal.SIGINT)
+        time.sleep(5)
+    assert StopRequest.requested
+
+
+def test_block_refuses_to_start_after_request() -> None:
+    StopRequest.requested = True
+
+    with pytest.raises(KeyboardInterrupt), StopRequest.interruptible():
+        pytest.fail("the block must not run after a stop request")
+
+
+def test_ignored_sigint_stays_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    StopRequest.install()
+
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
