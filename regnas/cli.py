@@ -58,9 +58,9 @@ class _DropInterruptTracebacks(logging.Filter):
 class StopRequest:
     """Turns SIGINT and SIGTERM into KeyboardInterrupt only where raising it is safe.
 
-    An interrupt that lands while Optuna stores a finished trial breaks Optuna's bookkeeping
-    (optuna 5.1 then raises UnboundLocalError), so outside `interruptible` blocks a signal only
-    sets `requested`, and the search loop stops before its next trial.
+    An interrupt that lands inside a storage write breaks Optuna's session (optuna 5.1 then
+    raises UnboundLocalError or StorageInternalError), so outside `interruptible` blocks a signal
+    only sets `requested`, and the code stops at its next `check`.
     """
 
     requested = False

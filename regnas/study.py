@@ -203,24 +203,31 @@ def make_objective(
 
     def objective(trial: optuna.Trial) -> float:
         try:
-            with StopRequest.interruptible():
-                return train_trial(trial)
+            return train_trial(trial)
         except KeyboardInterrupt:
             # Optuna marks the trial FAIL and re-raises; the reason tells why it failed.
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
             raise
 
     def train_trial(trial: optuna.Trial) -> float:
+        # Signals interrupt only compiling and training: an interrupt inside a storage write
+        # leaves Optuna's session broken, so writes run first and a stop is checked after them.
         spec = sample_architecture(config, trial)
         seed = config.trial_seed(trial.number)
         trial.set_user_attr("train_seed", seed)
         trainer = Trainer(spec, config.train_config(seed), device_data)
-        compile_seconds = trainer.compile()
+        with StopRequest.interruptible():
+            compile_seconds = trainer.compile()
         trial.set_user_attr("compile_seconds", round(compile_seconds, 3))
 
         train_seconds, accuracy = 0.0, float("nan")
+        epochs = trainer.epochs()
         try:
-            for result in trainer.epochs():
+            while True:
+                with StopRequest.interruptible():
+                    result = next(epochs, None)
+                if result is None:
+                    break
                 train_seconds += result.train_seconds
                 accuracy = result.eval_accuracy
                 _record_epoch(trial, result, train_seconds)

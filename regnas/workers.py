@@ -189,10 +189,11 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
     first, start = count_finished(study), time.perf_counter()
     progress = _progress_bar(config, first, enabled=True)
     try:
-        with StopRequest.interruptible():
-            while any(process.is_alive() for process in processes):
+        while any(process.is_alive() for process in processes):
+            # Only the sleep is interruptible: a signal inside a storage read could break it.
+            with StopRequest.interruptible():
                 time.sleep(_POLL_SECONDS)
-                progress.update(count_finished(study) - progress.n)
+            progress.update(count_finished(study) - progress.n)
     except KeyboardInterrupt:
         _stop(processes)
         raise
