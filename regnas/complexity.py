@@ -1,8 +1,8 @@
 """Analytic complexity of an AnyNet: FLOPs, parameters and activations, without building it.
 
 Counting follows pycls (`pycls/models/blocks.py`) so that published RegNet figures reproduce
-exactly: one multiply-add is one flop; BatchNorm adds 2 parameters per channel and no flops;
-activations count the output elements of every convolution and linear layer. Each helper mirrors
+exactly. One multiply-add is one flop. BatchNorm adds 2 parameters per channel and no flops.
+Activations count the output elements of every convolution and linear layer. Each helper mirrors
 one layer of `regnas.models`, in the same order.
 """
 

@@ -1,8 +1,9 @@
 """Training engine: a jitted SGD step and a jitted evaluation step, with data kept on the device.
 
-The whole dataset is placed on the device once; each step gathers its batch there by index, so the
-host sends only a step number per step. Batches have fixed shapes and both steps are compiled
-ahead of time, once per architecture, which also separates compile time from train time.
+The whole dataset is placed on the device once. Each step gathers its batch there by index, so the
+host sends only a step number per step. Batches have fixed shapes, and the two steps and the batch
+order are compiled ahead of time, once per architecture, which also separates compile time from
+train time.
 """
 
 from __future__ import annotations
@@ -211,8 +212,8 @@ class Trainer:
             start = time.perf_counter()
             order, totals = self._epoch_order(epoch_key), jnp.zeros(2)
             # NOTE: one host dispatch per step on purpose. The same steps inside `lax.scan` ran
-            # about 7x slower on XLA:CPU (jax 0.10), because convolutions in a while loop miss
-            # the fast path; docs/benchmarks.md has the measurement.
+            # 8x slower on XLA:CPU (jax 0.10.2) because convolutions in a loop body miss the fast
+            # path (scripts/bench_engine.py, docs/benchmarks.md).
             for step in range(self.steps_per_epoch):
                 self.state, totals = self._train_step(
                     self.state, totals, data.train_images, data.train_labels, order, step

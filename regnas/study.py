@@ -205,7 +205,7 @@ def make_objective(
         try:
             return train_trial(trial)
         except KeyboardInterrupt:
-            # Optuna marks the trial FAIL and re-raises; the reason tells why it failed.
+            # Optuna marks the trial FAIL and re-raises, and the reason records why it failed.
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
             raise
 
