@@ -230,12 +230,13 @@ def _worker_main(
 
 
 def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    # A terminal's Ctrl-C reaches every worker already; a signal sent to the parent alone does
-    # not, so forward it. Each worker marks its running trial failed before exiting.
+    # A terminal's Ctrl-C reaches every worker already, but a signal sent to the parent alone
+    # does not, so forward it. SIGTERM, because a parent started with SIGINT ignored passes that
+    # on to its workers. Each worker marks its running trial failed before it exits.
     for process in processes:
         if process.is_alive() and process.pid is not None:
             try:
-                os.kill(process.pid, signal.SIGINT)
+                os.kill(process.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
     for process in processes:
