@@ -1,8 +1,8 @@
 """RegNet: the few parameters that generate an AnyNet's stage widths and depths.
 
-Following Radosavovic et al., "Designing Network Design Spaces" (CVPR 2020), and its reference
-implementation pycls (`pycls/models/regnet.py`, `pycls/models/blocks.py`): block j has the
-continuous width ``w0 + wa * j``; each width is snapped to the nearest ``w0 * wm**k`` and rounded
+This follows Radosavovic et al., "Designing Network Design Spaces" (CVPR 2020), and its reference
+implementation pycls (`pycls/models/regnet.py`, `pycls/models/blocks.py`). Block j has the
+continuous width ``w0 + wa * j``. Each width is snapped to the nearest ``w0 * wm**k`` and rounded
 to a multiple of 8, and consecutive blocks of equal width form a stage. The results match
 pycls's model zoo exactly, which `tests/test_complexity.py` checks.
 """
