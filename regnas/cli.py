@@ -61,6 +61,11 @@ class StopRequest:
     An interrupt that lands inside a storage write breaks Optuna's session (optuna 5.1 then
     raises UnboundLocalError or StorageInternalError), so outside `interruptible` blocks a signal
     only sets `requested`, and the code stops at its next `check`.
+
+    Python swallows an exception raised in a garbage-collection callback or a finalizer, and
+    JAX runs such callbacks while it compiles. An interrupt that lands there is lost, so an
+    `interruptible` block also checks `requested` when it ends, and the swallowed exception is
+    not printed.
     """
 
     requested = False
@@ -72,6 +77,13 @@ class StopRequest:
         signal.signal(signal.SIGTERM, cls._handle)
         if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, cls._handle)
+        previous_hook = sys.unraisablehook
+
+        def unraisable_hook(unraisable: sys.UnraisableHookArgs) -> None:
+            if not (cls.requested and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+                previous_hook(unraisable)
+
+        sys.unraisablehook = unraisable_hook
 
     @classmethod
     def _handle(cls, signum: int, frame: object) -> None:
@@ -88,13 +100,14 @@ class StopRequest:
     @classmethod
     @contextlib.contextmanager
     def interruptible(cls) -> Iterator[None]:
-        """Let a signal raise KeyboardInterrupt at once inside this block."""
+        """Let a signal raise KeyboardInterrupt at once inside this block, or at its end."""
         cls.check()
         cls._depth += 1
         try:
             yield
         finally:
             cls._depth -= 1
+        cls.check()
 
 
 def run_main(main: Callable[[], int | None]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -15,8 +16,10 @@ from regnas.cli import StopRequest
 @pytest.fixture(autouse=True)
 def restore_handlers() -> Iterator[None]:
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    unraisable_hook = sys.unraisablehook
     yield
     StopRequest.requested = False
+    sys.unraisablehook = unraisable_hook
     for number, handler in handlers.items():
         signal.signal(number, handler)
 
@@ -43,6 +46,27 @@ def test_signal_inside_block_raises() -> None:
         _deliver(signal.SIGINT)
         time.sleep(5)
     assert StopRequest.requested
+
+
+class _SignalsWhenCollected:
+    def __del__(self) -> None:
+        _deliver(signal.SIGTERM)
+
+
+def test_signal_swallowed_by_finalizer_raises_at_block_end(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    StopRequest.install()
+    reached_end = False
+
+    with pytest.raises(KeyboardInterrupt), StopRequest.interruptible():
+        # Python drops an exception raised in a finalizer, as it does in JAX's GC callbacks.
+        _SignalsWhenCollected()
+        reached_end = True
+
+    assert reached_end
+    assert StopRequest.requested
+    assert "KeyboardInterrupt" not in capsys.readouterr().err
 
 
 def test_block_refuses_to_start_after_request() -> None:
