@@ -8,7 +8,8 @@ import shlex
 import sys
 
 from regnas.cli import StopRequest, run_main, setup_logging
-from regnas.study import DEFAULT_STUDY, SearchConfig
+from regnas.space import SPACE_NAMES, load_space_config, make_space
+from regnas.study import SAMPLERS, SearchConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.trials,
         help="study-wide total of finished (complete or pruned) trials (default: %(default)s)",
     )
-    parser.add_argument("--study", default=DEFAULT_STUDY, help="study name (default: %(default)s)")
+    parser.add_argument(
+        "--study",
+        default=None,
+        help="study name (default: SPACE-fashion-mnist, e.g. regnetx-fashion-mnist)",
+    )
+    parser.add_argument(
+        "--space",
+        choices=SPACE_NAMES,
+        default=None,
+        help="design space (default: the space of --space-config, else regnetx)",
+    )
+    parser.add_argument(
+        "--space-config",
+        default=None,
+        metavar="FILE",
+        help="study definition file (TOML) that overrides the space's ranges; see studies/",
+    )
     parser.add_argument(
         "--storage",
         default=None,
@@ -68,6 +85,37 @@ def build_parser() -> argparse.ArgumentParser:
         "them (default: %(default)s)",
     )
     parser.add_argument(
+        "--min-mflops",
+        type=float,
+        default=None,
+        help="reject sampled architectures below this many MFLOPs before compiling them",
+    )
+    parser.add_argument(
+        "--max-params",
+        type=int,
+        default=None,
+        help="reject sampled architectures with more parameters before compiling them",
+    )
+    parser.add_argument(
+        "--objectives",
+        default="accuracy",
+        help="comma-separated objectives: accuracy (maximized), or error followed by mflops "
+        "and/or params for a multi-objective study without pruning (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default=defaults.sampler,
+        help="tpe searches; random samples the space evenly, for honest error EDFs "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warm-start",
+        choices=("zoo",),
+        default=None,
+        help="zoo: first train RegNet model-zoo configurations scaled to the budget",
+    )
+    parser.add_argument(
         "--data-dir",
         default=None,
         help="directory with the four Fashion-MNIST IDX .gz files "
@@ -92,8 +140,19 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     from regnas.workers import run_search
 
+    if args.space_config is not None:
+        space = load_space_config(args.space_config, args.space)
+    else:
+        space = make_space(args.space or "regnetx")
+    objectives = tuple(name.strip() for name in args.objectives.split(",") if name.strip())
     config = SearchConfig(
-        study=args.study,
+        study=args.study or f"{space.name}-fashion-mnist",
+        space=space,
+        min_mflops=args.min_mflops,
+        max_params=args.max_params,
+        objectives=objectives,
+        sampler=args.sampler,
+        warm_start=args.warm_start,
         storage=args.storage,
         trials=args.trials,
         seed=args.seed,

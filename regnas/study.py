@@ -6,8 +6,10 @@ same name and storage continues until the study contains `trials` finished trial
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import dataclasses
+import hashlib
+import json
 import logging
 import math
 from typing import Any
@@ -17,7 +19,7 @@ import optuna
 from regnas.cli import StopRequest
 from regnas.complexity import complexity
 from regnas.engine import DeviceData, EpochResult, NonFiniteLossError, TrainConfig, Trainer
-from regnas.space import RegNetSpace
+from regnas.space import SPACE_NAMES, RegNetSpace, Space, make_space
 from regnas.spec import AnyNetSpec
 from regnas.storage import open_storage
 from regnas.versions import package_versions
@@ -30,6 +32,16 @@ IMAGE_SIZE = 28
 SETTINGS_KEY = "regnas.settings"
 VERSIONS_KEY = "regnas.versions"
 REJECTED_KEY = "rejected"
+DUPLICATE_KEY = "duplicate_of"
+ARCHITECTURE_KEY = "architecture_key"
+# Objective name -> (Optuna metric name, direction). The first objective is the quality one.
+OBJECTIVES = {
+    "accuracy": ("val_accuracy", optuna.study.StudyDirection.MAXIMIZE),
+    "error": ("error", optuna.study.StudyDirection.MINIMIZE),
+    "mflops": ("mflops", optuna.study.StudyDirection.MINIMIZE),
+    "params": ("params", optuna.study.StudyDirection.MINIMIZE),
+}
+SAMPLERS = ("tpe", "random")
 # Stop after this many trials in a row fail, because then something other than the sampled
 # architectures is broken (data, memory, drivers).
 MAX_CONSECUTIVE_FAILURES = 10
@@ -49,10 +61,16 @@ class SearchConfig:
         val_size: Validation images, held out from the official training set.
         batch_size: Images per SGD step.
         max_mflops: Samples above this many MFLOPs at 28x28 are rejected before compiling.
+        min_mflops: Samples below this many MFLOPs are rejected before compiling.
+        max_params: Samples with more parameters are rejected before compiling.
+        objectives: ``("accuracy",)``, or ``"error"`` followed by ``"mflops"`` and/or
+            ``"params"`` for a multi-objective study; see `OBJECTIVES`.
+        sampler: ``"tpe"``, or ``"random"`` for an unbiased sample of the space (error EDFs).
+        warm_start: ``"zoo"`` enqueues RegNet model-zoo configurations first; None does not.
         data_dir: Directory with the Fashion-MNIST IDX files; None searches the defaults.
         stem_w: Stem width of every sampled network.
         stem_stride: Stem stride of every sampled network.
-        space: Ranges of the RegNet parameters.
+        space: The design space and its ranges.
         lr: Peak learning rate.
         weight_decay: L2 penalty on kernels.
     """
@@ -66,12 +84,17 @@ class SearchConfig:
     val_size: int = 5_000
     batch_size: int = 128
     max_mflops: float | None = 5.0
+    min_mflops: float | None = None
+    max_params: int | None = None
+    objectives: tuple[str, ...] = ("accuracy",)
+    sampler: str = "tpe"
+    warm_start: str | None = None
     data_dir: str | None = None
     # Stem stride 1 keeps 28x28 after the stem, so four stride-2 stages end at 2x2 and no stage
     # before the last one runs at 1x1, where a 3x3 convolution reads mostly padding.
     stem_w: int = 16
     stem_stride: int = 1
-    space: RegNetSpace = dataclasses.field(default_factory=RegNetSpace)
+    space: Space = dataclasses.field(default_factory=RegNetSpace)
     lr: float = 0.1
     weight_decay: float = 5e-4
 
@@ -82,10 +105,29 @@ class SearchConfig:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be a positive integer, got {value!r}."
                 )
-        if self.max_mflops is not None and not (
-            math.isfinite(self.max_mflops) and self.max_mflops > 0
+        for name in ("max_mflops", "min_mflops", "max_params"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+            ):
+                flag = "--" + name.replace("_", "-")
+                raise ValueError(f"{flag} must be a positive number, got {value!r}.")
+        if (
+            self.min_mflops is not None
+            and self.max_mflops is not None
+            and self.min_mflops >= self.max_mflops
         ):
-            raise ValueError(f"--max-mflops must be a positive number, got {self.max_mflops!r}.")
+            raise ValueError(
+                f"--min-mflops {self.min_mflops} is not below --max-mflops {self.max_mflops}; "
+                "the budget band is empty."
+            )
+        _check_objectives(self.objectives)
+        if self.sampler not in SAMPLERS:
+            raise ValueError(
+                f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}."
+            )
+        if self.warm_start not in (None, "zoo"):
+            raise ValueError(f"--warm-start must be 'zoo', got {self.warm_start!r}.")
         if not self.study.strip():
             raise ValueError("--study is empty; pass a study name.")
         if self.batch_size > self.train_size:
@@ -93,6 +135,18 @@ class SearchConfig:
                 f"--batch-size {self.batch_size} exceeds --train-size "
                 f"{self.train_size}; lower the batch size or raise the train size."
             )
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def directions(self) -> list[optuna.study.StudyDirection]:
+        return [OBJECTIVES[name][1] for name in self.objectives]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return [OBJECTIVES[name][0] for name in self.objectives]
 
     def train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(
@@ -111,6 +165,9 @@ class SearchConfig:
             "val_size": self.val_size,
             "batch_size": self.batch_size,
             "max_mflops": self.max_mflops,
+            "min_mflops": self.min_mflops,
+            "max_params": self.max_params,
+            "objectives": list(self.objectives),
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "stem_w": self.stem_w,
@@ -122,6 +179,29 @@ class SearchConfig:
     def trial_seed(self, number: int) -> int:
         """Training seed of trial `number`: distinct per trial, reproducible per study seed."""
         return (self.seed * 1_000_003 + number) % (2**31 - 1)
+
+
+def _check_objectives(objectives: Sequence[str]) -> None:
+    valid = ", ".join(OBJECTIVES)
+    if isinstance(objectives, str) or not objectives:
+        raise ValueError(f"--objectives must name one or more of {valid}, got {objectives!r}.")
+    unknown = [name for name in objectives if name not in OBJECTIVES]
+    if unknown:
+        raise ValueError(f"--objectives: unknown objective {unknown[0]!r}; choose from {valid}.")
+    if len(set(objectives)) != len(objectives):
+        raise ValueError(f"--objectives names an objective twice: {','.join(objectives)}.")
+    if objectives[0] not in ("accuracy", "error") or any(
+        name in ("accuracy", "error") for name in objectives[1:]
+    ):
+        raise ValueError(
+            f"--objectives {','.join(objectives)}: start with accuracy or error (not both), "
+            "optionally followed by mflops and/or params, e.g. --objectives error,mflops."
+        )
+    if len(objectives) > 1 and objectives[0] != "error":
+        raise ValueError(
+            f"--objectives {','.join(objectives)}: a multi-objective study minimizes every "
+            "objective, so use error instead of accuracy, e.g. --objectives error,mflops."
+        )
 
 
 class ArchitectureRejected(optuna.TrialPruned):
@@ -138,6 +218,31 @@ def count_finished(study: optuna.Study) -> int:
     return sum(not is_rejected(trial) for trial in study.get_trials(deepcopy=False, states=states))
 
 
+def describe_search(config: SearchConfig) -> str:
+    """Return the space, sampler, objectives and pruning of a search, in one line."""
+    objectives = ", ".join(config.metric_names)
+    if config.multi_objective:
+        pruning = "pruning off (Optuna does not prune multi-objective studies)"
+    else:
+        pruning = f"Hyperband pruning over {config.epochs} epochs"
+    return (
+        f"space {config.space.name}, {config.sampler} sampler, objectives {objectives}, {pruning}"
+    )
+
+
+def trial_counts_text(study: optuna.Study) -> str:
+    """Return how many samples were rejected and how many trials reused an earlier result."""
+    trials = study.get_trials(deepcopy=False)
+    rejected = sum(is_rejected(trial) for trial in trials)
+    duplicates = sum(DUPLICATE_KEY in trial.user_attrs for trial in trials)
+    failed = sum(trial.state == optuna.trial.TrialState.FAIL for trial in trials)
+    return (
+        f"{rejected} sampled architecture(s) were rejected before training (outside the "
+        f"budget or stage limit), {duplicates} trial(s) reused the result of an identical "
+        f"architecture, and {failed} trial(s) failed."
+    )
+
+
 def open_study(config: SearchConfig, storage_url: str, worker: int = 0) -> optuna.Study:
     """Create or load the study, and check that a resumed study keeps its settings.
 
@@ -146,62 +251,145 @@ def open_study(config: SearchConfig, storage_url: str, worker: int = 0) -> optun
         storage_url: Where the study lives.
         worker: Index of the calling worker; it offsets the sampler seed so that workers
             sharing a study do not propose the same parameters.
+
+    Raises:
+        ValueError: The study exists with other settings, space or objectives.
     """
     storage = open_storage(storage_url)
-    sampler = optuna.samplers.TPESampler(seed=config.seed + worker, multivariate=True)
-    pruner = optuna.pruners.HyperbandPruner(
-        min_resource=1, max_resource=config.epochs, reduction_factor=3
-    )
-    study = optuna.create_study(
-        study_name=config.study,
-        storage=storage,
-        sampler=sampler,
-        pruner=pruner,
-        direction="maximize",
-        load_if_exists=True,
-    )
-    if study.directions != [optuna.study.StudyDirection.MAXIMIZE]:
-        raise ValueError(
-            f"Study {config.study!r} exists with other objectives; pick a new --study name."
+    sampler = make_sampler(config, worker)
+    pruner: optuna.pruners.BasePruner
+    if config.multi_objective:
+        # Optuna cannot prune multi-objective trials: Trial.report refuses them.
+        pruner = optuna.pruners.NopPruner()
+    else:
+        pruner = optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=config.epochs, reduction_factor=3
         )
-
+    exists = config.study in optuna.get_all_study_names(storage)
+    if exists:
+        study = optuna.load_study(
+            study_name=config.study, storage=storage, sampler=sampler, pruner=pruner
+        )
+    else:
+        study = optuna.create_study(
+            study_name=config.study,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            directions=config.directions,
+            load_if_exists=True,
+        )
     settings = config.study_settings()
     stored = study.user_attrs.get(SETTINGS_KEY)
-    if stored is None:
+    if stored is None and not (exists and study.get_trials(deepcopy=False)):
+        study.set_metric_names(config.metric_names)
         study.set_user_attr(SETTINGS_KEY, settings)
         study.set_user_attr(VERSIONS_KEY, package_versions())
-    elif stored != settings:
-        changed = [
-            f"{key}: stored {stored.get(key)!r}, now {settings.get(key)!r}"
-            for key in sorted(set(stored) | set(settings))
-            if stored.get(key) != settings.get(key)
-        ]
-        raise ValueError(
-            f"Study {config.study!r} was created with other settings ({'; '.join(changed)}). "
-            "Rerun with the stored settings to resume it, or pass a new --study name."
-        )
+        return study
+    stored = upgrade_settings(stored or {})
+    if stored != settings or study.directions != config.directions:
+        raise ValueError(settings_mismatch(config.study, stored, settings))
     return study
 
 
+def make_sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """Return the search's sampler; each worker's seed differs, so workers explore apart.
+
+    TPE runs multivariate for multi-objective studies too, where Optuna's default is
+    independent. Every named space suggests one fixed set of parameters, so the multivariate
+    model covers all of them and never falls back to independent sampling.
+    """
+    seed = config.seed + worker
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+
+
+def upgrade_settings(stored: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the settings that studies made by regnas 0.1 did not store, with their values."""
+    upgraded = {"min_mflops": None, "max_params": None, "objectives": ["accuracy"], **stored}
+    space = dict(upgraded.get("space") or {})
+    if space and "name" not in space:
+        upgraded["space"] = {"name": "regnetx", **space}
+    return upgraded
+
+
+def settings_mismatch(study: str, stored: dict[str, Any], settings: dict[str, Any]) -> str:
+    """Return the error for a resumed study whose settings changed: what, and the ways out."""
+    changed = []
+    for key in sorted(set(stored) | set(settings)):
+        old, new = stored.get(key), settings.get(key)
+        if old == new:
+            continue
+        if key == "space" and isinstance(old, dict) and isinstance(new, dict):
+            changed += [
+                f"space.{name}: stored {old.get(name)!r}, now {new.get(name)!r}"
+                for name in sorted(set(old) | set(new))
+                if old.get(name) != new.get(name)
+            ]
+        else:
+            changed.append(f"{key}: stored {old!r}, now {new!r}")
+    return (
+        f"Study {study!r} was created with other settings ({'; '.join(changed)}). To resume "
+        f"it, rerun with the settings it was created with ({stored_flags(stored)}); to start "
+        "afresh with the new settings, pass a new --study name."
+    )
+
+
+_FLAG_SETTINGS = (
+    "epochs",
+    "train_size",
+    "val_size",
+    "batch_size",
+    "max_mflops",
+    "min_mflops",
+    "max_params",
+)
+
+
+def stored_flags(stored: dict[str, Any]) -> str:
+    """Return the command-line flags that reproduce stored settings."""
+    flags = [
+        f"--{key.replace('_', '-')} {stored[key]}"
+        for key in _FLAG_SETTINGS
+        if stored.get(key) is not None
+    ]
+    flags.append(f"--objectives {','.join(stored.get('objectives', ['accuracy']))}")
+    space = stored.get("space") or {}
+    if space.get("name") in SPACE_NAMES:
+        flags.append(f"--space {space['name']}")
+        if make_space(space["name"]).to_dict() != space:
+            flags.append(
+                f"and a --space-config file with the ranges stored in the study's "
+                f"{SETTINGS_KEY!r} attribute"
+            )
+    return " ".join(flags)
+
+
 def check_budget(config: SearchConfig) -> None:
-    """Fail early when even the cheapest architecture of the space exceeds --max-mflops."""
-    if config.max_mflops is None:
-        return
-    spec = config.space.smallest().to_anynet(stem_w=config.stem_w, stem_stride=config.stem_stride)
-    mflops = complexity(spec, IMAGE_SIZE)["flops"] / 1e6
-    if mflops > config.max_mflops:
+    """Fail early when even the cheapest architecture of the space breaks a maximum budget."""
+    spec = config.space.smallest_spec(config.stem_w, config.stem_stride)
+    cx = complexity(spec, IMAGE_SIZE)
+    mflops = cx["flops"] / 1e6
+    if config.max_mflops is not None and mflops > config.max_mflops:
         raise ValueError(
             f"--max-mflops {config.max_mflops} is below the cheapest architecture of the search "
             f"space ({mflops:.2f} MFLOPs); raise it to at least {math.ceil(mflops * 100) / 100}."
         )
+    if config.max_params is not None and cx["params"] > config.max_params:
+        raise ValueError(
+            f"--max-params {config.max_params} is below the smallest architecture of the "
+            f"search space ({cx['params']} parameters); raise it to at least {cx['params']}."
+        )
 
 
-def make_objective(
-    config: SearchConfig, device_data: DeviceData
-) -> Callable[[optuna.Trial], float]:
-    """Return the Optuna objective: validation accuracy after the last epoch trained."""
+Objective = Callable[[optuna.Trial], float | list[float]]
 
-    def objective(trial: optuna.Trial) -> float:
+
+def make_objective(config: SearchConfig, device_data: DeviceData) -> Objective:
+    """Return the Optuna objective: the quality after the last epoch, then any complexities."""
+
+    def objective(trial: optuna.Trial) -> float | list[float]:
         try:
             return train_trial(trial)
         except KeyboardInterrupt:
@@ -209,10 +397,13 @@ def make_objective(
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
             raise
 
-    def train_trial(trial: optuna.Trial) -> float:
+    def train_trial(trial: optuna.Trial) -> float | list[float]:
         # Signals interrupt only compiling and training: an interrupt inside a storage write
         # leaves Optuna's session broken, so writes run first and a stop is checked after them.
         spec = sample_architecture(config, trial)
+        original = find_duplicate(trial.study, trial.user_attrs[ARCHITECTURE_KEY], trial.number)
+        if original is not None:
+            return reuse_result(trial, original)
         seed = config.trial_seed(trial.number)
         trial.set_user_attr("train_seed", seed)
         trainer = Trainer(spec, config.train_config(seed), device_data)
@@ -231,56 +422,138 @@ def make_objective(
                 train_seconds += result.train_seconds
                 accuracy = result.eval_accuracy
                 _record_epoch(trial, result, train_seconds)
-                trial.report(accuracy, result.epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
+                if not config.multi_objective:
+                    trial.report(_quality(config, accuracy), result.epoch)
+                    # After the last epoch pruning saves nothing, so the trial completes.
+                    if result.epoch < config.epochs and trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
         except NonFiniteLossError as error:
             # Returning NaN marks this trial FAIL with a reason, and the search goes on.
             trial.set_user_attr("fail_reason", str(error))
-            return float("nan")
-        return accuracy
+            return (
+                float("nan")
+                if not config.multi_objective
+                else [float("nan")] * len(config.objectives)
+            )
+        return objective_values(config, accuracy, trial.user_attrs)
 
     return objective
 
 
-def sample_architecture(config: SearchConfig, trial: optuna.Trial) -> AnyNetSpec:
-    """Sample RegNet parameters, expand them, and store the architecture and its complexity.
+def _quality(config: SearchConfig, accuracy: float) -> float:
+    return accuracy if config.objectives[0] == "accuracy" else 1.0 - accuracy
+
+
+def objective_values(
+    config: SearchConfig, accuracy: float, attrs: dict[str, Any]
+) -> float | list[float]:
+    """Return the trial's objective values from its validation accuracy and complexity."""
+    values = [_quality(config, accuracy)]
+    values += [float(attrs[name]) for name in config.objectives[1:]]
+    return values if config.multi_objective else values[0]
+
+
+def architecture_key(spec: AnyNetSpec) -> str:
+    """Return a short digest that equal architectures share, whatever parameters gave them."""
+    text = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def find_duplicate(study: optuna.Study, key: str, number: int) -> optuna.trial.FrozenTrial | None:
+    """Return the earliest finished, trained trial of the architecture `key`, if any."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    for trial in study.get_trials(deepcopy=False, states=states):
+        attrs = trial.user_attrs
+        if (
+            trial.number != number
+            and attrs.get(ARCHITECTURE_KEY) == key
+            and not is_rejected(trial)
+            and DUPLICATE_KEY not in attrs
+        ):
+            return trial
+    return None
+
+
+def reuse_result(trial: optuna.Trial, original: optuna.trial.FrozenTrial) -> float | list[float]:
+    """Finish `trial` with the recorded result of `original`, which has the same architecture.
 
     Raises:
-        ArchitectureRejected: The architecture breaks the stage limit or the MFLOPs budget.
+        optuna.TrialPruned: The original was pruned, so this one is too.
     """
-    params = config.space.suggest(trial)
-    spec = params.to_anynet(stem_w=config.stem_w, stem_stride=config.stem_stride)
+    trial.set_user_attr(DUPLICATE_KEY, original.number)
+    for name in ("val_accuracy", "epochs_trained"):
+        if name in original.user_attrs:
+            trial.set_user_attr(name, original.user_attrs[name])
+    if original.state == optuna.trial.TrialState.PRUNED:
+        raise optuna.TrialPruned(f"duplicate of trial {original.number}, which was pruned")
+    assert original.values is not None
+    return list(original.values) if len(original.values) > 1 else original.values[0]
+
+
+def sample_architecture(config: SearchConfig, trial: optuna.Trial) -> AnyNetSpec:
+    """Sample an architecture, expand it, and store it with its complexity.
+
+    Raises:
+        ArchitectureRejected: The architecture breaks the stage limit or a complexity budget.
+    """
+    spec, extra = config.space.sample(trial, config.stem_w, config.stem_stride)
     cx = complexity(spec, IMAGE_SIZE)
     mflops = cx["flops"] / 1e6
     trial.set_user_attr("architecture", spec.to_dict())
-    trial.set_user_attr("regnet", params.to_dict())
+    trial.set_user_attr(ARCHITECTURE_KEY, architecture_key(spec))
+    for name, value in extra.items():
+        trial.set_user_attr(name, value)
     trial.set_user_attr("stage_depths", spec.stage_depths)
     trial.set_user_attr("stage_widths", spec.stage_widths)
     trial.set_user_attr("stage_group_ws", [stage.group_w for stage in spec.stages])
     trial.set_user_attr("mflops", round(mflops, 4))
     trial.set_user_attr("params", cx["params"])
     trial.set_user_attr("acts", cx["acts"])
-
-    # Constraint values > 0 mark the sample infeasible, so TPE learns to avoid that region.
-    excess_stages = len(spec.stages) - config.space.max_stages
-    trial.set_constraint("stages", excess_stages)
-    if excess_stages > 0:
-        _reject(trial, f"{len(spec.stages)} stages, more than {config.space.max_stages}")
-    if config.max_mflops is not None:
-        trial.set_constraint("mflops", mflops - config.max_mflops)
-        if mflops > config.max_mflops:
-            _reject(trial, f"{mflops:.2f} MFLOPs, above --max-mflops {config.max_mflops}")
+    for reason, excess in budget_excess(config, spec, mflops, cx["params"]):
+        # Constraint values > 0 mark the sample infeasible, so the sampler learns to avoid
+        # that region; they are set for every sample, so that it sees feasible ones too.
+        trial.set_constraint(reason, excess)
+    reasons = rejection_reasons(config, spec, mflops, cx["params"])
+    if reasons:
+        trial.set_user_attr(REJECTED_KEY, "; ".join(reasons))
+        raise ArchitectureRejected("; ".join(reasons))
     return spec
 
 
-def _reject(trial: optuna.Trial, reason: str) -> None:
-    trial.set_user_attr(REJECTED_KEY, reason)
-    raise ArchitectureRejected(reason)
+def budget_excess(
+    config: SearchConfig, spec: AnyNetSpec, mflops: float, params: int
+) -> list[tuple[str, float]]:
+    """Return (constraint name, excess) pairs; an excess above 0 breaks the constraint."""
+    excess = [("stages", float(len(spec.stages) - config.space.max_stages))]
+    if config.max_mflops is not None:
+        excess.append(("max_mflops", mflops - config.max_mflops))
+    if config.min_mflops is not None:
+        excess.append(("min_mflops", config.min_mflops - mflops))
+    if config.max_params is not None:
+        # In millions, so that the sampler weighs it like the MFLOPs constraints.
+        excess.append(("max_params", (params - config.max_params) / 1e6))
+    return excess
+
+
+def rejection_reasons(
+    config: SearchConfig, spec: AnyNetSpec, mflops: float, params: int
+) -> list[str]:
+    """Return why an architecture may not be trained; empty when it fits every limit."""
+    reasons = []
+    if len(spec.stages) > config.space.max_stages:
+        reasons.append(f"{len(spec.stages)} stages, more than {config.space.max_stages}")
+    if config.max_mflops is not None and mflops > config.max_mflops:
+        reasons.append(f"{mflops:.2f} MFLOPs, above --max-mflops {config.max_mflops}")
+    if config.min_mflops is not None and mflops < config.min_mflops:
+        reasons.append(f"{mflops:.2f} MFLOPs, below --min-mflops {config.min_mflops}")
+    if config.max_params is not None and params > config.max_params:
+        reasons.append(f"{params} parameters, above --max-params {config.max_params}")
+    return reasons
 
 
 def _record_epoch(trial: optuna.Trial, result: EpochResult, train_seconds: float) -> None:
     trial.set_user_attr("epochs_trained", result.epoch)
+    trial.set_user_attr("val_accuracy", result.eval_accuracy)
     trial.set_user_attr("train_seconds", round(train_seconds, 3))
     trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
     trial.set_user_attr("train_loss", round(result.train_loss, 5))
@@ -295,9 +568,11 @@ def format_trial(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> str:
     elif trial.state == optuna.trial.TrialState.FAIL:
         value = f"failed ({attrs.get('fail_reason', 'see the log above')})"
     else:
-        last = trial.value if trial.value is not None else _last_intermediate(trial)
-        value = f"val_acc {last:.4f}" if last is not None else "no epoch finished"
+        accuracy = validation_accuracy(trial)
+        value = f"val_acc {accuracy:.4f}" if accuracy is not None else "no epoch finished"
         value += f" after {attrs.get('epochs_trained', 0)} epoch(s)"
+        if DUPLICATE_KEY in attrs:
+            value += f", reused from trial {attrs[DUPLICATE_KEY]} (same architecture)"
     timing = f"{seconds:.1f}s"
     if "compile_seconds" in attrs:
         timing += (
@@ -310,15 +585,50 @@ def format_trial(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> str:
     )
 
 
-def _last_intermediate(trial: optuna.trial.FrozenTrial) -> float | None:
+def validation_accuracy(trial: optuna.trial.FrozenTrial) -> float | None:
+    """Return the validation accuracy after the last epoch the trial trained, if any."""
+    if "val_accuracy" in trial.user_attrs:
+        return float(trial.user_attrs["val_accuracy"])
+    # Studies made by regnas 0.1 kept the accuracy only as the value and intermediate values.
+    if trial.values is not None and len(trial.values) == 1:
+        return trial.values[0]
     if not trial.intermediate_values:
         return None
     return trial.intermediate_values[max(trial.intermediate_values)]
 
 
 def best_text(study: optuna.Study) -> str:
+    """Return the best trial of a single-objective study, or the Pareto front's size."""
+    if len(study.directions) > 1:
+        front = study.best_trials
+        return f"Pareto front of {len(front)} trial(s)" if front else "no completed trial yet"
     try:
         best = study.best_trial
     except ValueError:
         return "no completed trial yet"
-    return f"best {best.value:.4f} (trial {best.number})"
+    names = study.metric_names
+    label = f"{names[0]} " if names and names[0] != "val_accuracy" else ""
+    return f"best {label}{best.value:.4f} (trial {best.number})"
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Return the completed trials that no other trial beats in both error and MFLOPs.
+
+    Works on every study from its stored attributes, single-objective ones included. Trials
+    that reused an earlier result are left out, so every architecture appears once. The
+    result is sorted by MFLOPs.
+    """
+    points = []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        accuracy = validation_accuracy(trial)
+        if accuracy is None or not math.isfinite(accuracy) or "mflops" not in trial.user_attrs:
+            continue
+        if DUPLICATE_KEY not in trial.user_attrs:
+            points.append((float(trial.user_attrs["mflops"]), 1.0 - accuracy, trial))
+    points.sort(key=lambda point: (point[0], point[1]))
+    front, best_error = [], math.inf
+    for _, error, trial in points:
+        if error < best_error:
+            front.append(trial)
+            best_error = error
+    return front

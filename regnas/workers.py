@@ -30,10 +30,12 @@ from regnas.study import (
     best_text,
     check_budget,
     count_finished,
+    describe_search,
     format_trial,
     is_rejected,
     make_objective,
     open_study,
+    trial_counts_text,
 )
 from regnas.versions import package_versions
 
@@ -93,6 +95,11 @@ def run_search(
     print(f"Storage: {path if path else mask_password(storage_url)}", flush=True)
     print(f"Data: {data_dir.resolve()} ({available} training images)", flush=True)
     study = open_study(config, storage_url)
+    print(f"Study: {config.study} ({describe_search(config)})", flush=True)
+    if config.warm_start == "zoo":
+        from regnas.warmstart import enqueue_zoo
+
+        enqueue_zoo(study, config)
 
     finished = count_finished(study)
     if finished >= config.trials:
@@ -117,6 +124,7 @@ def run_search(
 
     finished = count_finished(study)
     print(f"Study {config.study!r}: {finished} finished trials; {best_text(study)}.")
+    print(trial_counts_text(study))
     return finished
 
 

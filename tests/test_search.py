@@ -13,11 +13,10 @@ import pytest
 from regnas import export, workers
 from regnas.archive import load_architecture, save_architecture
 from regnas.cli import SearchError
-from regnas.engine import Trainer
 from regnas.models import AnyNet, init_variables
 from regnas.results import export_best
 from regnas.spec import AnyNetSpec
-from regnas.study import REJECTED_KEY, SearchConfig, count_finished
+from regnas.study import SearchConfig, count_finished
 
 from conftest import TINY_SPACE
 
@@ -69,33 +68,6 @@ def test_rerun_keeps_study_total(idx_dir: Path, tmp_path: Path) -> None:
     assert workers.run_search(config, workers=1) == 2
     assert workers.run_search(dataclasses.replace(config, trials=3), workers=1) == 3
     assert count_finished(load(config)) == 3
-
-
-def test_budget_rejects_before_compile(
-    idx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    compiled: list[AnyNetSpec] = []
-    original = Trainer.compile
-
-    def counting_compile(self: Trainer) -> float:
-        compiled.append(self.spec)
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "compile", counting_compile)
-    config = tiny_config(idx_dir, tmp_path, trials=4, epochs=1, max_mflops=0.6)
-
-    workers.run_search(config, workers=1)
-
-    study = load(config)
-    rejected = [t for t in study.trials if REJECTED_KEY in t.user_attrs]
-    trained = [t for t in study.trials if REJECTED_KEY not in t.user_attrs]
-    assert rejected, "the budget should reject some samples of this space"
-    assert all("compile_seconds" not in t.user_attrs for t in rejected)
-    assert all(t.user_attrs["mflops"] > 0.6 for t in rejected)
-    assert all(t.constraints["mflops"] > 0 for t in rejected)
-    assert len(compiled) == len(trained)
-    assert all(t.user_attrs["mflops"] <= 0.6 for t in trained)
-    assert count_finished(study) == 4
 
 
 def test_budget_below_space_fails_early(idx_dir: Path, tmp_path: Path) -> None:
