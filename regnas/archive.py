@@ -15,7 +15,7 @@ match a recount, so a hand-edited file that contradicts itself is rejected.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 import dataclasses
 import json
 from pathlib import Path
@@ -75,8 +75,10 @@ def architecture_document(
     return document
 
 
-def save_architecture(path: str | Path, document: Mapping[str, Any]) -> Path:
-    """Write `document` as indented JSON, creating parent directories; return the path."""
+def save_architecture(
+    path: str | Path, document: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+) -> Path:
+    """Write a document, or a list of them, as indented JSON, creating parent directories."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
