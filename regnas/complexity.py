@@ -47,7 +47,7 @@ class _Counter:
         self.acts += w_out
 
     def take(self) -> dict[str, int]:
-        """Collect the counts since the last call and restart them from zero; the size carries over."""
+        """Collect the counts since the last call and restart them from zero."""
         counts = {"flops": self.flops, "params": self.params, "acts": self.acts}
         self.flops = self.params = self.acts = 0
         return counts
