@@ -106,7 +106,7 @@ def running_dashboard(storage_url: str, startup_timeout: float = 60) -> Iterator
     The server stops when the block ends.
 
     Raises:
-        RuntimeError: The dashboard exited or did not answer within `startup_timeout` seconds.
+        RuntimeError: The dashboard exited or did not respond within `startup_timeout` seconds.
     """
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -148,7 +148,9 @@ def _wait_until_serving(
                     return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             time.sleep(0.2)
-    raise RuntimeError(f"optuna-dashboard did not answer {url} within {timeout:g} s: {_read(log)}")
+    raise RuntimeError(
+        f"optuna-dashboard did not respond at {url} within {timeout:g} s: {_read(log)}"
+    )
 
 
 def _read(log: IO[bytes]) -> str:

@@ -6,7 +6,7 @@ off where good models lie in each parameter. This module does that for several s
 one figure, the share of models below given errors, and per parameter the range of the best models.
 
 Honest EDFs need studies sampled at random and trained without pruning; with TPE or Hyperband the
-completed trials over-represent good models. The notes in the output say so.
+completed trials over-represent good models. The HTML output states this next to the figure.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ GOOD_FRACTION = 0.25
 
 @dataclasses.dataclass(frozen=True)
 class ParamRange:
-    """Where one parameter lies among the best models and among all models of a study.
+    """Range of one parameter among the best models and among all models of a study.
 
     Attributes:
         name: Optuna parameter name.
@@ -57,7 +57,7 @@ class SpaceSummary:
         errors: Sorted errors of the distinct completed models in the band.
         outside_band: Completed models left out because of their MFLOPs (or a missing count).
         counts: The study's trial counts, as `StudyTrials.counts_text` writes them.
-        sampler: The sampler named in the study settings, or None when they do not say.
+        sampler: The sampler named in the study settings, or None when the settings lack it.
         ranges: Parameter ranges of the good models, by parameter name.
     """
 

@@ -2,7 +2,7 @@
 
 Every builder takes a `StudyTrials` and returns a `ReportFigure`. A figure that the study cannot
 support (no completed trial, no intermediate values, ...) comes back with `figure` None and a
-note that says why, so callers list it as skipped instead of writing an empty chart. Rejected
+note with the reason, so callers list it as skipped instead of writing an empty chart. Rejected
 samples are never drawn, and each note says how many trials a figure leaves out and why.
 """
 
@@ -22,6 +22,8 @@ from regnas.trials import StudyTrials, is_rejected, mflops
 
 # How many of the lowest-error models the stage-width figure shows.
 BEST_COUNT = 10
+# Below this many completed trials, the importance figure warns that its values are rough.
+FEW_TRIALS = 10
 _TEMPLATE = "plotly_white"
 _STATE_COLORS = {
     "COMPLETE": "#1f77b4",
@@ -143,8 +145,10 @@ def param_importances(view: StudyTrials) -> ReportFigure:
     study = optuna.create_study(directions=view.directions)
     study.add_trials(complete)
     with warnings.catch_warnings():
-        # PED-ANOVA warns that it explains low target values, which is what the error needs.
+        # PED-ANOVA warns that it explains low target values, which is what the error needs, and
+        # that few trials give equal importances, which the figure shows anyway.
         warnings.filterwarnings("ignore", message="PedAnovaImportanceEvaluator computes")
+        warnings.filterwarnings("ignore", message="Target and region quantiles select the same")
         importances = optuna.importance.get_param_importances(
             study, params=varied, target=lambda trial: view.errors([trial])[0]
         )
@@ -160,6 +164,8 @@ def param_importances(view: StudyTrials) -> ReportFigure:
         "trials reach a low error (Optuna's default evaluator, PED-ANOVA, which compares the "
         "best trials with all of them; normalized to sum to 1)."
     )
+    if len(complete) < FEW_TRIALS:
+        note += f" With only {len(complete)} completed trials, read the values as rough."
     note += _constant_note(constant)
     return ReportFigure(name, title, figure, note)
 
@@ -436,8 +442,9 @@ def _dimension(key: str, trials: Sequence[optuna.trial.FrozenTrial]) -> dict[str
     distribution = trials[0].distributions[key]
     values = [trial.params[key] for trial in trials]
     if isinstance(distribution, optuna.distributions.CategoricalDistribution):
-        # Categories become their index, and the axis labels them with the category.
-        choices = list(distribution.choices)
+        # Categories become their index, and the axis labels them with the category. Values
+        # outside the first trial's choices (a space changed between runs) get their own index.
+        choices = list(dict.fromkeys([*distribution.choices, *values]))
         indices = [choices.index(value) for value in values]
         return {
             "label": key,

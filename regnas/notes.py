@@ -1,9 +1,9 @@
 """Architecture notes and figures for optuna-dashboard, written into the study's storage.
 
 `save_trial_note` gives a trial a Markdown note with its stage table, which the dashboard shows on
-the trial's page. `save_study_figures` stores the regnas figures that the dashboard does not draw
-itself (error EDF, error versus MFLOPs, stage widths of the best models); the dashboard lists them
-on the study's page. Both can run in a search worker after every trial:
+the trial's page. `save_study_figures` stores three regnas figures that the dashboard does not
+draw itself: error EDF, error versus MFLOPs, and the stage widths of the best models. The
+dashboard shows them on the study's page. Both can run in a search worker after every trial:
 
 - `save_trial_note` reads the study's user attributes and all study system attributes (where
   optuna-dashboard keeps notes and figures), then writes two to three system attributes. On

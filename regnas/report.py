@@ -30,7 +30,7 @@ _STYLE = (
 
 @dataclasses.dataclass(frozen=True)
 class Report:
-    """What `write_report` wrote.
+    """Files written by `write_report`, and the figures they show.
 
     Attributes:
         index: Path of ``index.html``.

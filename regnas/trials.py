@@ -39,7 +39,7 @@ _State = optuna.trial.TrialState
 
 @dataclasses.dataclass(frozen=True)
 class ErrorSource:
-    """Where a trial's error comes from: objective `index`, used as is or as 1 - value."""
+    """Rule for a trial's error: objective `index`, used as is or as 1 - value."""
 
     index: int
     from_accuracy: bool
