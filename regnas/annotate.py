@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from regnas.cli import run_main, setup_logging
-from regnas.plot import DEFAULT_STUDY
+from regnas.cli import DEFAULT_STUDY, add_study_arguments, run_main, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,14 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Store a stage-table note on every trial of a study and the regnas "
         "figures on the study, for optuna-dashboard. Rerunning replaces them.",
     )
-    parser.add_argument(
-        "--study", default=DEFAULT_STUDY, help=f"study name (default: {DEFAULT_STUDY})"
-    )
-    parser.add_argument(
-        "--storage",
-        default=None,
-        help="Optuna storage URL or SQLite file (default: studies/regnas.db)",
-    )
+    add_study_arguments(parser, DEFAULT_STUDY)
     args = parser.parse_args(argv)
     setup_logging()
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from regnas.cli import run_main, setup_logging
-
-
-DEFAULT_STUDY = "regnetx-fashion-mnist"
+from regnas.cli import DEFAULT_STUDY, add_study_arguments, run_main, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,14 +13,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Write self-contained plotly HTML pages of a study's figures and an "
         "index.html that links them.",
     )
-    parser.add_argument(
-        "--study", default=DEFAULT_STUDY, help=f"study name (default: {DEFAULT_STUDY})"
-    )
-    parser.add_argument(
-        "--storage",
-        default=None,
-        help="Optuna storage URL or SQLite file (default: studies/regnas.db)",
-    )
+    add_study_arguments(parser, DEFAULT_STUDY)
     parser.add_argument(
         "--output-dir", required=True, help="directory for the HTML pages; created if missing"
     )

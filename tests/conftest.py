@@ -7,7 +7,8 @@ import datetime
 import gzip
 import os
 from pathlib import Path
-import shutil
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -188,7 +189,19 @@ def add_search_trials(study: optuna.Study, count: int, seed: int = 0) -> None:
         study.add_trial(trial)
 
 
-def copy_to(source: Path, target: Path) -> Path:
-    """Copy a SQLite file, so that a test can write into a copy of a shared database."""
-    shutil.copyfile(source, target)
-    return target
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m MODULE ARGS`` on this checkout's regnas, as a user runs a command."""
+    # PYTHONPATH puts this checkout first, in case another copy of regnas is installed.
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 import subprocess
-import sys
 
 import optuna
 import pytest
@@ -18,10 +16,9 @@ from regnas.designspace import (
     write_comparison,
 )
 
-from conftest import add_search_trials, regnet_trial
+from conftest import add_search_trials, regnet_trial, run_module
 
 
-REPO = Path(__file__).resolve().parent.parent
 BASE = {"depth": 6, "w0": 16, "wa": 20.0, "wm": 2.5, "group_w": 8, "bot_mul": 0.5}
 
 
@@ -121,16 +118,7 @@ def test_invalid_arguments(storage: str, kwargs: dict[str, object], message: str
 
 
 def run_analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "regnas.analyze", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_module("regnas.analyze", *args, cwd=cwd)
 
 
 def test_analyze_command(tmp_path: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 import html
 import json
-import os
 from pathlib import Path
 import re
 import subprocess
@@ -19,14 +18,13 @@ from regnas.figures import FIGURES_BY_NAME, edf_steps, pareto_front
 from regnas.report import Report, write_report
 from regnas.trials import StudyTrials, error_source
 
-from conftest import add_search_trials, regnet_trial
+from conftest import add_search_trials, regnet_trial, run_module
 
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 PRUNED = optuna.trial.TrialState.PRUNED
 FAIL = optuna.trial.TrialState.FAIL
 ALL_FIGURES = set(FIGURES_BY_NAME)
-REPO = Path(__file__).resolve().parent.parent
 PARAMS = {"depth": 6, "w0": 16, "wa": 20.0, "wm": 2.5, "group_w": 8, "bot_mul": 0.5}
 
 
@@ -266,16 +264,7 @@ def test_view_groups_trials(tmp_path: Path) -> None:
 
 
 def run_plot(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "regnas.plot", *args],
-        cwd=cwd,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_module("regnas.plot", *args, cwd=cwd)
 
 
 def test_plot_command_writes_report(tmp_path: Path) -> None:
@@ -346,3 +335,10 @@ def test_figures_serialize_for_dashboard(tmp_path: Path) -> None:
     for name, builder in FIGURES_BY_NAME.items():
         item = builder(view)
         assert json.loads(item.figure.to_json())["data"], name
+
+
+def test_default_study_matches_search() -> None:
+    from regnas.cli import DEFAULT_STUDY
+    from regnas.study import DEFAULT_STUDY as SEARCH_DEFAULT
+
+    assert DEFAULT_STUDY == SEARCH_DEFAULT
