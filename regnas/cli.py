@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable, Iterator
 import contextlib
 import logging
@@ -10,6 +11,23 @@ import sys
 import warnings
 
 from tqdm import tqdm
+
+
+# The study that the commands use without --study. It equals regnas.study.DEFAULT_STUDY, which
+# the report commands do not import because it loads JAX.
+DEFAULT_STUDY = "regnetx-fashion-mnist"
+
+
+def add_study_arguments(parser: argparse.ArgumentParser, default_study: str) -> None:
+    """Add the --study and --storage options that the commands reading a study share."""
+    parser.add_argument(
+        "--study", default=default_study, help=f"study name (default: {default_study})"
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL or SQLite file (default: studies/regnas.db)",
+    )
 
 
 class SearchError(RuntimeError):

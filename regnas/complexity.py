@@ -46,6 +46,12 @@ class _Counter:
         self.params += w_in * w_out + w_out
         self.acts += w_out
 
+    def take(self) -> dict[str, int]:
+        """Collect the counts since the last call and restart them from zero."""
+        counts = {"flops": self.flops, "params": self.params, "acts": self.acts}
+        self.flops = self.params = self.acts = 0
+        return counts
+
 
 def complexity(spec: AnyNetSpec, image_size: int) -> dict[str, int]:
     """Count the FLOPs, parameters and activations of `spec` on square images.
@@ -57,22 +63,41 @@ def complexity(spec: AnyNetSpec, image_size: int) -> dict[str, int]:
     Returns:
         A dict with int values under "flops", "params" and "acts".
     """
+    parts = complexity_by_part(spec, image_size)
+    return {key: sum(part[key] for part in parts) for key in ("flops", "params", "acts")}
+
+
+def complexity_by_part(spec: AnyNetSpec, image_size: int) -> list[dict[str, int]]:
+    """Count FLOPs, parameters and activations of the stem, of each stage and of the head.
+
+    Args:
+        spec: The architecture.
+        image_size: Side of the square input image in pixels.
+
+    Returns:
+        One dict per part, in the order stem, stages 1 to n, head, each with int values under
+        "flops", "params" and "acts". They add up to `complexity(spec, image_size)`.
+    """
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size!r}.")
 
     counter = _Counter(size=image_size)
+    parts = []
     counter.conv(spec.in_channels, spec.stem_w, 3, stride=spec.stem_stride)
     counter.norm(spec.stem_w)
+    parts.append(counter.take())
 
     w_in = spec.stem_w
     for stage in spec.stages:
         for index in range(stage.depth):
             _block(counter, w_in, stage, stride=stage.stride if index == 0 else 1)
             w_in = stage.width
+        parts.append(counter.take())
 
     counter.size = 1  # global average pooling
     counter.linear(w_in, spec.num_classes)
-    return {"flops": counter.flops, "params": counter.params, "acts": counter.acts}
+    parts.append(counter.take())
+    return parts
 
 
 def _block(counter: _Counter, w_in: int, stage: StageSpec, stride: int) -> None:

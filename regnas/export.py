@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from regnas.cli import run_main, setup_logging
+from regnas.cli import add_study_arguments, run_main, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,14 +17,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Write the best architecture of a study as JSON, to rebuild and retrain it "
         "with 'python -m regnas.train --config FILE'.",
     )
-    parser.add_argument(
-        "--study", default=DEFAULT_STUDY, help=f"study name (default: {DEFAULT_STUDY})"
-    )
-    parser.add_argument(
-        "--storage",
-        default=None,
-        help="Optuna storage URL or SQLite file (default: studies/regnas.db)",
-    )
+    add_study_arguments(parser, DEFAULT_STUDY)
     parser.add_argument(
         "--output",
         default=None,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install regnas on a fresh Debian or Ubuntu machine: Debian's Fashion-MNIST package, Python's venv
 # module if missing, then a virtual environment in .venv with regnas in editable mode.
-# Usage: bash scripts/install.sh [test]    ("test" also installs pytest, ruff and mypy)
+# Usage: bash scripts/install.sh [test]    ("test" also installs Chromium, pytest, ruff and mypy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +11,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 packages="dataset-fashion-mnist"
+if [ "${1:-}" = "test" ]; then
+  # The browser tests drive headless Chromium, and the report's PNG export uses it too.
+  packages="$packages chromium"
+fi
 if ! command -v python3 >/dev/null 2>&1; then
   packages="$packages python3 python3-venv"
 elif ! python3 -c "import ensurepip, venv" >/dev/null 2>&1; then

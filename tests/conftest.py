@@ -1,15 +1,23 @@
-"""Shared fixtures: small Fashion-MNIST-shaped IDX files on disk, and a tiny search space."""
+"""Shared fixtures: small Fashion-MNIST-shaped IDX files, a tiny search space, fake studies."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+import datetime
 import gzip
 import os
 from pathlib import Path
+import subprocess
+import sys
+from typing import Any
 
 import numpy as np
+import optuna
 import pytest
 
 from regnas import data as data_lib
+from regnas.complexity import complexity
+from regnas.regnet import RegNetParams
 from regnas.space import RegNetSpace
 
 
@@ -71,3 +79,129 @@ requires_real_data = pytest.mark.skipif(
     not real_data_available() and not os.environ.get("REGNAS_REQUIRE_DATASET"),
     reason="dataset-fashion-mnist is not installed",
 )
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Browser tests need Debian's chromium; scripts/install.sh installs it in test mode, as CI runs.
+requires_chromium = pytest.mark.skipif(
+    not CHROMIUM.is_file(), reason="/usr/bin/chromium is missing; run apt-get install chromium"
+)
+
+# The RegNet parameters as the search suggests them, with the default ranges.
+REGNET_DISTRIBUTIONS: dict[str, optuna.distributions.BaseDistribution] = {
+    "depth": optuna.distributions.IntDistribution(4, 16),
+    "w0": optuna.distributions.IntDistribution(16, 48, step=8),
+    "wa": optuna.distributions.FloatDistribution(8.0, 48.0),
+    "wm": optuna.distributions.FloatDistribution(2.0, 3.0),
+    "group_w": optuna.distributions.CategoricalDistribution((8, 16, 32)),
+    "bot_mul": optuna.distributions.CategoricalDistribution((0.25, 0.5, 1.0)),
+}
+_START = datetime.datetime(2026, 1, 1, 12, 0, 0)
+
+
+def regnet_trial(
+    params: dict[str, Any],
+    accuracies: Sequence[float] = (),
+    state: optuna.trial.TrialState = optuna.trial.TrialState.COMPLETE,
+    values: Sequence[float] | None = None,
+    minute: int = 0,
+    extra_attrs: dict[str, Any] | None = None,
+) -> optuna.trial.FrozenTrial:
+    """Return a trial with the user attributes that a regnas search stores for a RegNet sample.
+
+    Args:
+        params: RegNet parameters, as the search suggests them.
+        accuracies: Validation accuracy per epoch, stored as intermediate values.
+        state: Final state of the trial.
+        values: Objective values; None takes the last accuracy for a complete trial.
+        minute: Start time in minutes after a fixed moment; each trial runs for one minute.
+        extra_attrs: More user attributes, such as ``rejected`` or ``duplicate_of``.
+    """
+    spec = RegNetParams(**params).to_anynet(stem_w=16, stem_stride=1)
+    counts = complexity(spec, 28)
+    attrs: dict[str, Any] = {
+        "architecture": spec.to_dict(),
+        "regnet": RegNetParams(**params).to_dict(),
+        "stage_depths": spec.stage_depths,
+        "stage_widths": spec.stage_widths,
+        "stage_group_ws": [stage.group_w for stage in spec.stages],
+        "mflops": round(counts["flops"] / 1e6, 4),
+        "params": counts["params"],
+        "acts": counts["acts"],
+        "train_seed": minute,
+    }
+    if accuracies:
+        attrs.update(epochs_trained=len(accuracies), train_seconds=30.0, train_loss=0.4)
+    attrs.update(extra_attrs or {})
+    if values is None and state == optuna.trial.TrialState.COMPLETE:
+        values = [accuracies[-1]]
+    trial = optuna.trial.create_trial(
+        state=state,
+        values=list(values) if values is not None else None,
+        params=params,
+        distributions={key: REGNET_DISTRIBUTIONS[key] for key in params},
+        user_attrs=attrs,
+        intermediate_values={epoch: value for epoch, value in enumerate(accuracies, start=1)},
+    )
+    trial.datetime_start = _START + datetime.timedelta(minutes=minute)
+    if state.is_finished():
+        trial.datetime_complete = trial.datetime_start + datetime.timedelta(seconds=55)
+    return trial
+
+
+def random_regnet_params(rng: np.random.Generator) -> dict[str, Any]:
+    """Return RegNet parameters drawn uniformly from `REGNET_DISTRIBUTIONS`."""
+    return {
+        "depth": int(rng.integers(4, 17)),
+        "w0": int(rng.choice([16, 24, 32, 40, 48])),
+        "wa": float(rng.uniform(8.0, 48.0)),
+        "wm": float(rng.uniform(2.0, 3.0)),
+        "group_w": int(rng.choice([8, 16, 32])),
+        "bot_mul": float(rng.choice([0.25, 0.5, 1.0])),
+    }
+
+
+def add_search_trials(study: optuna.Study, count: int, seed: int = 0) -> None:
+    """Add `count` trials shaped like a regnas search: mostly complete, some pruned or rejected.
+
+    Every seventh trial is rejected before training, every fifth is pruned after one or two
+    epochs, and the last one failed. Accuracy falls with the width slope, so the figures have
+    a trend to show.
+    """
+    rng = np.random.default_rng(seed)
+    pruned = optuna.trial.TrialState.PRUNED
+    for number in range(count):
+        params = random_regnet_params(rng)
+        final = 0.9 - 0.001 * params["wa"] + float(rng.normal(0, 0.005))
+        curve = [final - 0.12, final - 0.04, final - 0.01, final]
+        if number == count - 1:
+            extra = {"fail_reason": "loss became NaN in epoch 2"}
+            trial = regnet_trial(
+                params, curve[:1], optuna.trial.TrialState.FAIL, minute=number, extra_attrs=extra
+            )
+        elif number % 7 == 6:
+            extra = {"rejected": "5.20 MFLOPs, above --max-mflops 5.0"}
+            trial = regnet_trial(params, (), pruned, minute=number, extra_attrs=extra)
+        elif number % 5 == 4:
+            trial = regnet_trial(params, curve[: 1 + number % 2], pruned, minute=number)
+        else:
+            trial = regnet_trial(params, curve, minute=number)
+        study.add_trial(trial)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m MODULE ARGS`` on this checkout's regnas, as a user runs a command."""
+    # PYTHONPATH puts this checkout first, in case another copy of regnas is installed.
+    environment = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from regnas import AnyNetSpec, RegNetParams, StageSpec, complexity
+from regnas.complexity import complexity_by_part
 from regnas.engine import count_params
 from regnas.models import AnyNet, init_variables
 
@@ -54,3 +55,29 @@ def test_flops_scale_with_pixels() -> None:
     # Every layer but the head runs on 4x the pixels; parameters do not depend on the input.
     assert 3.9 < large["flops"] / small["flops"] < 4.0
     assert large["params"] == small["params"]
+
+
+def test_parts_counted_by_hand() -> None:
+    # 4x4 input: the stem keeps 4x4, the stage's stride-2 block ends at 2x2 and needs a projection.
+    spec = AnyNetSpec(stages=(StageSpec(depth=1, width=8, stride=2, group_w=8),), stem_w=8)
+
+    stem, stage, head = complexity_by_part(spec, image_size=4)
+
+    assert stem == {"flops": 9 * 8 * 16, "params": 9 * 8 + 2 * 8, "acts": 8 * 16}
+    # projection 1x1 at 2x2, 1x1 at 4x4, grouped 3x3 at 2x2, 1x1 at 2x2
+    assert stage["flops"] == 64 * 4 + 64 * 16 + 9 * 64 * 4 + 64 * 4
+    assert stage["params"] == 4 * 2 * 8 + 64 * 3 + 9 * 64
+    assert stage["acts"] == 8 * 4 + 8 * 16 + 8 * 4 + 8 * 4
+    assert head == {"flops": 8 * 10 + 10, "params": 8 * 10 + 10, "acts": 10}
+
+
+def test_parts_add_up_to_total() -> None:
+    spec = RegNetParams(depth=13, w0=24, wa=36.44, wm=2.49, group_w=8, se_ratio=0.25).to_anynet(
+        stem_w=32, stem_stride=2, in_channels=3, num_classes=1000
+    )
+
+    parts = complexity_by_part(spec, image_size=224)
+
+    assert len(parts) == len(spec.stages) + 2
+    for key in ("flops", "params", "acts"):
+        assert sum(part[key] for part in parts) == REGNETY_200MF[key], key
