@@ -6,12 +6,10 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from regnas.cli import add_study_arguments, run_main, setup_logging
+from regnas.cli import DEFAULT_STUDY, add_study_arguments, run_main, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
-    from regnas.study import DEFAULT_STUDY
-
     parser = argparse.ArgumentParser(
         prog="python -m regnas.export",
         description="Write the best architecture of a study as JSON, to rebuild and retrain it "

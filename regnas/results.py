@@ -11,14 +11,8 @@ from regnas.archive import architecture_document
 from regnas.regnet import RegNetParams
 from regnas.spec import AnyNetSpec
 from regnas.storage import load_existing_study, mask_password, open_storage, resolve_storage
-from regnas.study import (
-    DUPLICATE_KEY,
-    IMAGE_SIZE,
-    SETTINGS_KEY,
-    VERSIONS_KEY,
-    pareto_front,
-    validation_accuracy,
-)
+from regnas.study import IMAGE_SIZE, VERSIONS_KEY, pareto_front, validation_accuracy
+from regnas.trials import DUPLICATE_KEY, SETTINGS_KEY
 from regnas.versions import package_versions
 
 

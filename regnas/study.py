@@ -16,23 +16,20 @@ from typing import Any
 
 import optuna
 
-from regnas.cli import StopRequest
+from regnas.cli import DEFAULT_STUDY, StopRequest
 from regnas.complexity import complexity
 from regnas.engine import DeviceData, EpochResult, NonFiniteLossError, TrainConfig, Trainer
 from regnas.space import SPACE_NAMES, RegNetSpace, Space, make_space
 from regnas.spec import AnyNetSpec
 from regnas.storage import open_storage
+from regnas.trials import DUPLICATE_KEY, REJECTED_KEY, SETTINGS_KEY, is_rejected
 from regnas.versions import package_versions
 
 
 _logger = logging.getLogger(__name__)
 
-DEFAULT_STUDY = "regnetx-fashion-mnist"
 IMAGE_SIZE = 28
-SETTINGS_KEY = "regnas.settings"
 VERSIONS_KEY = "regnas.versions"
-REJECTED_KEY = "rejected"
-DUPLICATE_KEY = "duplicate_of"
 ARCHITECTURE_KEY = "architecture_key"
 # Objective name -> (Optuna metric name, direction). The first objective is the quality one.
 OBJECTIVES = {
@@ -141,6 +138,11 @@ class SearchConfig:
         return len(self.objectives) > 1
 
     @property
+    def prunes(self) -> bool:
+        """Whether Hyperband prunes: not for multi-objective or randomly sampled studies."""
+        return not self.multi_objective and self.sampler != "random"
+
+    @property
     def directions(self) -> list[optuna.study.StudyDirection]:
         return [OBJECTIVES[name][1] for name in self.objectives]
 
@@ -168,6 +170,7 @@ class SearchConfig:
             "min_mflops": self.min_mflops,
             "max_params": self.max_params,
             "objectives": list(self.objectives),
+            "sampler": self.sampler,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
             "stem_w": self.stem_w,
@@ -208,10 +211,6 @@ class ArchitectureRejected(optuna.TrialPruned):
     """A sampled architecture broke a rule (budget, stage count) and was not trained."""
 
 
-def is_rejected(trial: optuna.trial.FrozenTrial) -> bool:
-    return REJECTED_KEY in trial.user_attrs
-
-
 def count_finished(study: optuna.Study) -> int:
     """Count complete and pruned trials that were trained; rejected samples do not count."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -223,6 +222,8 @@ def describe_search(config: SearchConfig) -> str:
     objectives = ", ".join(config.metric_names)
     if config.multi_objective:
         pruning = "pruning off (Optuna does not prune multi-objective studies)"
+    elif not config.prunes:
+        pruning = "pruning off (a random sample trains every model fully, for honest EDFs)"
     else:
         pruning = f"Hyperband pruning over {config.epochs} epochs"
     return (
@@ -258,8 +259,9 @@ def open_study(config: SearchConfig, storage_url: str, worker: int = 0) -> optun
     storage = open_storage(storage_url)
     sampler = make_sampler(config, worker)
     pruner: optuna.pruners.BasePruner
-    if config.multi_objective:
-        # Optuna cannot prune multi-objective trials: Trial.report refuses them.
+    if not config.prunes:
+        # Optuna cannot prune multi-objective trials (Trial.report rejects them), and pruning
+        # would bias the error distribution of a random sample.
         pruner = optuna.pruners.NopPruner()
     else:
         pruner = optuna.pruners.HyperbandPruner(
@@ -307,7 +309,13 @@ def make_sampler(config: SearchConfig, worker: int = 0) -> optuna.samplers.BaseS
 
 def upgrade_settings(stored: dict[str, Any]) -> dict[str, Any]:
     """Fill in the settings that studies made by regnas 0.1 did not store, with their values."""
-    upgraded = {"min_mflops": None, "max_params": None, "objectives": ["accuracy"], **stored}
+    upgraded = {
+        "min_mflops": None,
+        "max_params": None,
+        "objectives": ["accuracy"],
+        "sampler": "tpe",
+        **stored,
+    }
     space = dict(upgraded.get("space") or {})
     if space and "name" not in space:
         upgraded["space"] = {"name": "regnetx", **space}
@@ -425,7 +433,8 @@ def make_objective(config: SearchConfig, device_data: DeviceData) -> Objective:
                 if not config.multi_objective:
                     trial.report(_quality(config, accuracy), result.epoch)
                     # After the last epoch pruning saves nothing, so the trial completes.
-                    if result.epoch < config.epochs and trial.should_prune():
+                    last = result.epoch == config.epochs
+                    if config.prunes and not last and trial.should_prune():
                         raise optuna.TrialPruned(f"pruned after epoch {result.epoch}")
         except NonFiniteLossError as error:
             # Returning NaN marks this trial FAIL with a reason, and the search goes on.

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from regnas import data as data_lib
 from regnas.cli import SearchError, StopRequest, setup_logging
 from regnas.engine import DeviceData
+from regnas.notes import save_study_figures, save_trial_note
 from regnas.storage import mask_password, resolve_storage, sqlite_path
 from regnas.study import (
     MAX_CONSECUTIVE_FAILURES,
@@ -32,11 +33,11 @@ from regnas.study import (
     count_finished,
     describe_search,
     format_trial,
-    is_rejected,
     make_objective,
     open_study,
     trial_counts_text,
 )
+from regnas.trials import is_rejected
 from regnas.versions import package_versions
 
 
@@ -44,6 +45,8 @@ _logger = logging.getLogger(__name__)
 
 # Seconds between two looks at the study while worker processes run.
 _POLL_SECONDS = 5.0
+# Finished trials between two updates of the study's dashboard figures.
+FIGURES_EVERY = 10
 _GPU_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin", "jax_rocm7_plugin")
 
 
@@ -122,6 +125,7 @@ def run_search(
         )
         raise
 
+    save_study_figures(study)
     finished = count_finished(study)
     print(f"Study {config.study!r}: {finished} finished trials; {best_text(study)}.")
     print(trial_counts_text(study))
@@ -155,7 +159,11 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
             _logger.debug(format_trial(trial, study))
             return
         failures = failures + 1 if trial.state == optuna.trial.TrialState.FAIL else 0
+        save_trial_note(study, trial)
         done = count_finished(study)
+        # One process writes the figures, because two writers can interleave their chunks.
+        if worker == 0 and done % FIGURES_EVERY == 0:
+            save_study_figures(study)
         progress.update(done - progress.n)
         eta = _eta(time.perf_counter() - start, done - first, config.trials - done)
         _logger.info("%s [%d/%d, ETA %s]", format_trial(trial, study), done, config.trials, eta)

@@ -335,10 +335,3 @@ def test_figures_serialize_for_dashboard(tmp_path: Path) -> None:
     for name, builder in FIGURES_BY_NAME.items():
         item = builder(view)
         assert json.loads(item.figure.to_json())["data"], name
-
-
-def test_default_study_matches_search() -> None:
-    from regnas.cli import DEFAULT_STUDY
-    from regnas.study import DEFAULT_STUDY as SEARCH_DEFAULT
-
-    assert DEFAULT_STUDY == SEARCH_DEFAULT
