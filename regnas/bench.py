@@ -1,0 +1,148 @@
+"""Measure how fast regnas trains one architecture: ``python -m regnas.bench --config FILE``.
+
+Prints the compile seconds of the train step, the training images per second, and the achieved
+train GFLOP/s. The GFLOP/s come from the analytic count (`regnas.complexity`): one multiply-add
+is 2 FLOPs here, as for matrix-multiply peaks, and a backward pass costs twice the forward pass,
+so one training image costs 6 times the forward multiply-adds. Batches are random images of the
+requested size on the device, so data loading plays no part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+from regnas.cli import run_main, setup_logging
+
+
+def benchmark(
+    spec: Any,
+    batch_size: int = 128,
+    steps: int = 30,
+    image_size: int = 28,
+    grouped_conv: str = "auto",
+    repeats: int = 3,
+) -> dict[str, Any]:
+    """Time the train step of `spec`; return compile seconds, images/s and GFLOP/s.
+
+    Args:
+        spec: The architecture (`regnas.spec.AnyNetSpec`).
+        batch_size: Images per step.
+        steps: Timed steps per repeat, after two warm-up steps.
+        image_size: Height and width of the square input images.
+        grouped_conv: Grouped-convolution implementation (see `regnas.models`).
+        repeats: Timed repeats; the reported speed is their median.
+    """
+    import jax
+    import numpy as np
+
+    from regnas.complexity import complexity
+    from regnas.engine import DeviceData, TrainConfig, Trainer
+    from regnas.models import resolve_grouped_conv
+
+    if steps < 1 or batch_size < 1 or repeats < 1:
+        raise ValueError(
+            f"--steps, --batch-size and --repeats must be positive, got {steps}, "
+            f"{batch_size} and {repeats}."
+        )
+    rng = np.random.default_rng(0)
+    shape = (batch_size * 2, image_size, image_size, spec.in_channels)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    labels = rng.integers(0, spec.num_classes, batch_size * 2).astype(np.int32)
+    data = DeviceData.create(images, labels, images[:batch_size], labels[:batch_size], batch_size)
+    config = TrainConfig(epochs=1, batch_size=batch_size, seed=0)
+    trainer = Trainer(spec, config, data, grouped_conv=grouped_conv)  # type: ignore[arg-type]
+
+    start = time.perf_counter()
+    train_step = (
+        jax.jit(trainer._train_step_fn, donate_argnums=(0, 1))
+        .lower(trainer.state, jax.numpy.zeros(2), *_step_args(trainer), jax.numpy.int32(0))
+        .compile()
+    )
+    compile_seconds = time.perf_counter() - start
+
+    state, totals = trainer.state, jax.numpy.zeros(2)
+    for step in range(2):
+        state, totals = train_step(state, totals, *_step_args(trainer), step % 2)
+    jax.block_until_ready(totals)
+    speeds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for step in range(steps):
+            state, totals = train_step(state, totals, *_step_args(trainer), step % 2)
+        jax.block_until_ready(totals)
+        speeds.append(steps * batch_size / (time.perf_counter() - start))
+
+    images_per_second = statistics.median(speeds)
+    multiply_adds = complexity(spec, image_size)["flops"]
+    return {
+        "images_per_second": round(images_per_second, 1),
+        "compile_seconds": round(compile_seconds, 3),
+        "train_gflops_per_second": round(images_per_second * 6 * multiply_adds / 1e9, 2),
+        "mflops": round(multiply_adds / 1e6, 4),
+        "batch_size": batch_size,
+        "steps": steps,
+        "repeats": repeats,
+        "image_size": image_size,
+        "grouped_conv": resolve_grouped_conv(grouped_conv),  # type: ignore[arg-type]
+        "device": str(jax.devices()[0]),
+    }
+
+
+def _step_args(trainer: Any) -> tuple[Any, ...]:
+    import jax.numpy as jnp
+
+    batch_size = trainer.config.batch_size
+    order = jnp.arange(2 * batch_size, dtype=jnp.int32).reshape(2, batch_size)
+    return trainer.data.train_images, trainer.data.train_labels, order
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m regnas.bench",
+        description="Measure the training speed and compile time of one architecture.",
+    )
+    parser.add_argument(
+        "--config", required=True, metavar="FILE", help="architecture JSON from regnas.export"
+    )
+    parser.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps (default: %(default)s)")
+    parser.add_argument(
+        "--image-size", type=int, default=28, help="input height and width (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="timed repeats, median kept (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--grouped-conv",
+        choices=("auto", "dense", "native"),
+        default="auto",
+        help="grouped-convolution implementation (default: %(default)s)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    from regnas.archive import load_architecture
+
+    spec = load_architecture(args.config).spec
+    result = benchmark(
+        spec, args.batch_size, args.steps, args.image_size, args.grouped_conv, args.repeats
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(
+        f"{result['images_per_second']:.1f} images/s, compile {result['compile_seconds']:.2f} s, "
+        f"{result['train_gflops_per_second']:.2f} train GFLOP/s ({result['mflops']} MFLOPs per "
+        f"image, batch {args.batch_size}, {args.image_size}x{args.image_size}, "
+        f"{result['grouped_conv']} grouped convolution on {result['device']})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
