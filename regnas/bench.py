@@ -56,23 +56,18 @@ def benchmark(
     config = TrainConfig(epochs=1, batch_size=batch_size, seed=0)
     trainer = Trainer(spec, config, data, grouped_conv=grouped_conv)  # type: ignore[arg-type]
 
-    start = time.perf_counter()
-    train_step = (
-        jax.jit(trainer._train_step_fn, donate_argnums=(0, 1))
-        .lower(trainer.state, jax.numpy.zeros(2), *_step_args(trainer), jax.numpy.int32(0))
-        .compile()
-    )
-    compile_seconds = time.perf_counter() - start
+    compile_seconds = trainer.compile()
 
     state, totals = trainer.state, jax.numpy.zeros(2)
+    order = trainer._epoch_order(jax.random.key(0))
     for step in range(2):
-        state, totals = train_step(state, totals, *_step_args(trainer), step % 2)
+        state, totals = trainer._train_step(state, totals, order, step % 2)
     jax.block_until_ready(totals)
     speeds = []
     for _ in range(repeats):
         start = time.perf_counter()
         for step in range(steps):
-            state, totals = train_step(state, totals, *_step_args(trainer), step % 2)
+            state, totals = trainer._train_step(state, totals, order, step % 2)
         jax.block_until_ready(totals)
         speeds.append(steps * batch_size / (time.perf_counter() - start))
 
@@ -92,12 +87,43 @@ def benchmark(
     }
 
 
-def _step_args(trainer: Any) -> tuple[Any, ...]:
-    import jax.numpy as jnp
+def sample_compile_times(count: int, seed: int = 0, batch_size: int = 128) -> list[dict[str, Any]]:
+    """Compile `count` random architectures of the default search space in turn, as a worker does.
 
-    batch_size = trainer.config.batch_size
-    order = jnp.arange(2 * batch_size, dtype=jnp.int32).reshape(2, batch_size)
-    return trainer.data.train_images, trainer.data.train_labels, order
+    Segments compiled for earlier architectures are reused, as in a search, so the times are
+    what trials see. Returns, per architecture, its MFLOPs, depth and compile seconds.
+    """
+    import numpy as np
+    import optuna
+
+    from regnas.engine import DeviceData, TrainConfig, Trainer
+    from regnas.study import ArchitectureRejected, SearchConfig, sample_architecture
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    config = SearchConfig()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (batch_size * 2, 28, 28, 1), dtype=np.uint8)
+    labels = rng.integers(0, 10, batch_size * 2).astype(np.int32)
+    data = DeviceData.create(images, labels, images[:batch_size], labels[:batch_size], batch_size)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    results: list[dict[str, Any]] = []
+    while len(results) < count:
+        trial = study.ask()
+        try:
+            spec = sample_architecture(config, trial)
+        except ArchitectureRejected:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        study.tell(trial, 0.0)
+        trainer = Trainer(spec, TrainConfig(epochs=1, batch_size=batch_size), data)
+        results.append(
+            {
+                "mflops": trial.user_attrs["mflops"],
+                "depth": sum(spec.stage_depths),
+                "compile_seconds": round(trainer.compile(), 3),
+            }
+        )
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,8 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m regnas.bench",
         description="Measure the training speed and compile time of one architecture.",
     )
-    parser.add_argument(
-        "--config", required=True, metavar="FILE", help="architecture JSON from regnas.export"
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--config", metavar="FILE", help="architecture JSON from regnas.export")
+    which.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="instead compile N random default-space architectures in turn, as a search worker "
+        "does, and print the distribution of their compile times",
     )
     parser.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
     parser.add_argument("--steps", type=int, default=30, help="timed steps (default: %(default)s)")
@@ -128,6 +160,23 @@ def main(argv: list[str] | None = None) -> int:
 
     from regnas.archive import load_architecture
 
+    if args.sample:
+        times = sample_compile_times(args.sample, batch_size=args.batch_size)
+        seconds = [result["compile_seconds"] for result in times]
+        if args.json:
+            print(json.dumps(times))
+            return 0
+        for index, result in enumerate(times, start=1):
+            print(
+                f"{index:>3}: {result['mflops']:.2f} MFLOPs, {result['depth']} blocks, "
+                f"compile {result['compile_seconds']:.2f} s"
+            )
+        later = seconds[1:] or seconds
+        print(
+            f"compile seconds: median {statistics.median(seconds):.2f}, first {seconds[0]:.2f}, "
+            f"median after the first {statistics.median(later):.2f}, max {max(seconds):.2f}"
+        )
+        return 0
     spec = load_architecture(args.config).spec
     result = benchmark(
         spec, args.batch_size, args.steps, args.image_size, args.grouped_conv, args.repeats

@@ -124,6 +124,33 @@ class BottleneckBlock(nn.Module):
         return nn.relu(y + shortcut)
 
 
+def stem_layers(spec: AnyNetSpec, x: jax.Array, train: bool) -> jax.Array:
+    """Apply the stem (3x3 convolution, BN, ReLU) as layers ``stem`` and ``stem_bn`` of the caller.
+
+    Called from a compact method, so `AnyNet` and `Stem` name the layers alike and share weights.
+    """
+    x = nn.Conv(
+        spec.stem_w,
+        (3, 3),
+        strides=spec.stem_stride,
+        padding=((1, 1), (1, 1)),
+        use_bias=False,
+        kernel_init=_conv_init,
+        name="stem",
+    )(x)
+    return nn.relu(_norm(use_running_average=not train, name="stem_bn")(x))
+
+
+class Stem(nn.Module):
+    """The stem of `AnyNet` alone; its variables are the ``stem`` and ``stem_bn`` of AnyNet's."""
+
+    spec: AnyNetSpec
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        return stem_layers(self.spec, x, train)
+
+
 class AnyNet(nn.Module):
     """AnyNet classifier built from an `AnyNetSpec`; inputs are NHWC floats."""
 
@@ -133,16 +160,7 @@ class AnyNet(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         spec, impl = self.spec, resolve_grouped_conv(self.grouped_conv)
-        x = nn.Conv(
-            spec.stem_w,
-            (3, 3),
-            strides=spec.stem_stride,
-            padding=((1, 1), (1, 1)),
-            use_bias=False,
-            kernel_init=_conv_init,
-            name="stem",
-        )(x)
-        x = nn.relu(_norm(use_running_average=not train, name="stem_bn")(x))
+        x = stem_layers(spec, x, train)
         for stage_index, stage in enumerate(spec.stages, start=1):
             for block_index in range(1, stage.depth + 1):
                 stride = stage.stride if block_index == 1 else 1

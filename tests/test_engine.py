@@ -7,11 +7,13 @@ import contextlib
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from regnas import AnyNetSpec, StageSpec
-from regnas.engine import DeviceData, NonFiniteLossError, TrainConfig, Trainer
+from regnas.engine import DeviceData, NonFiniteLossError, TrainConfig, Trainer, _normalize
 
 from conftest import make_images
 
@@ -87,7 +89,7 @@ def test_padded_evaluation_counts_real_images() -> None:
 def test_architecture_compiles_once(device_data: DeviceData) -> None:
     config = TrainConfig(epochs=2, batch_size=64)
     warmup = Trainer(SPEC, config, device_data)
-    list(warmup.epochs())  # Compiles the small host-side helpers once.
+    list(warmup.epochs())  # Compiles the stem, the head and the small host-side helpers.
 
     other = AnyNetSpec(stages=(StageSpec(2, 24),))
     trainer = Trainer(other, config, device_data)
@@ -96,9 +98,55 @@ def test_architecture_compiles_once(device_data: DeviceData) -> None:
     with count_compiles() as later:
         results = list(trainer.epochs())
 
-    assert len(compiles) == 3  # train step, evaluation step, epoch order
+    assert compiles, "a new block shape must compile in compile()"
     assert later == []
     assert [result.epoch for result in results] == [1, 2]
+
+
+def test_deeper_network_reuses_compiled_blocks(device_data: DeviceData) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+    Trainer(AnyNetSpec(stages=(StageSpec(2, 40),)), config, device_data).compile()
+
+    deeper = Trainer(AnyNetSpec(stages=(StageSpec(6, 40),)), config, device_data)
+    with count_compiles() as compiles:
+        deeper.compile()
+
+    assert compiles == []
+
+
+def test_segmented_step_matches_whole_network(device_data: DeviceData) -> None:
+    config = TrainConfig(epochs=1, batch_size=64, warmup_epochs=0)
+    spec = AnyNetSpec(
+        stages=(StageSpec(1, 16, group_w=8), StageSpec(2, 32, group_w=8, se_ratio=0.25))
+    )
+    trainer = Trainer(spec, config, device_data)
+    params, batch_stats = trainer.state.params, trainer.state.batch_stats
+    order = trainer._epoch_order(jax.random.key(5))
+    images = _normalize(device_data.train_images[order[0]])
+    labels = device_data.train_labels[order[0]]
+
+    def loss_fn(params: dict) -> tuple[jax.Array, dict]:
+        logits, updates = trainer.model.apply(
+            {"params": params, "batch_stats": batch_stats}, images, True, mutable=["batch_stats"]
+        )
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+        return loss, updates["batch_stats"]
+
+    (loss, expected_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, _ = trainer.optimizer.update(grads, trainer.optimizer.init(params), params)
+    expected_params = optax.apply_updates(params, updates)
+
+    state, totals = trainer._train_step(trainer.state, jnp.zeros(2), order, 0)
+
+    assert float(totals[0]) == pytest.approx(float(loss), rel=1e-5)
+    for expected, actual in ((expected_params, state.params), (expected_stats, state.batch_stats)):
+        assert jax.tree_util.tree_structure(dict(expected)) == jax.tree_util.tree_structure(actual)
+        for want, got in zip(
+            jax.tree_util.tree_leaves(dict(expected)),
+            jax.tree_util.tree_leaves(actual),
+            strict=True,
+        ):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def test_non_finite_loss_raises(device_data: DeviceData) -> None:
