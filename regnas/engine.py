@@ -1,9 +1,8 @@
-"""Training engine: a jitted SGD step and a jitted evaluation step, with data kept on the device.
+"""Training engine: SGD on device-resident data, one compiled executable per network segment.
 
 The whole dataset is placed on the device once. Each step gathers its batch there by index, so the
-host sends only a step number per step. Batches have fixed shapes, and the two steps and the batch
-order are compiled ahead of time, once per architecture, which also separates compile time from
-train time.
+host sends only a step number per step. Batches have fixed shapes, and `Trainer.compile` compiles
+every segment a network needs before training, which also separates compile time from train time.
 """
 
 from __future__ import annotations
@@ -166,6 +165,8 @@ class TrainState:
 
 
 # Compiled segment functions shared by every Trainer of the process, keyed by `_Segment.key`.
+# NOTE: never evicted. It grows with the distinct block shapes a search meets, which the space
+# bounds; its memory over a long search has not been measured yet.
 _SEGMENT_FUNCTIONS: dict[tuple[Any, ...], dict[str, Any]] = {}
 
 
