@@ -164,6 +164,8 @@ class TrainState:
     opt_state: dict[tuple[str, ...], Any]
 
 
+# Segment keys with the input shapes that `Trainer.compile` has compiled them for.
+_COMPILED_SIGNATURES: set[tuple[Any, ...]] = set()
 # Compiled segment functions shared by every Trainer of the process, keyed by `_Segment.key`.
 # NOTE: never evicted. It grows with the distinct block shapes a search meets, which the space
 # bounds; its memory over a long search has not been measured yet.
@@ -259,6 +261,10 @@ class Trainer:
         state, so training and evaluation afterwards compile nothing.
         """
         start = time.perf_counter()
+        signatures = self._signatures()
+        if signatures <= _COMPILED_SIGNATURES:
+            self._compiled = True
+            return time.perf_counter() - start
         copy = functools.partial(jax.tree_util.tree_map, jnp.copy)
         state = TrainState(
             copy(self.state.params), copy(self.state.batch_stats), copy(self.state.opt_state)
@@ -267,8 +273,25 @@ class Trainer:
         _, totals = self._train_step(state, jnp.zeros(2), order, 0)
         jax.block_until_ready(totals)
         jax.block_until_ready(self._eval_batch(self.state, jnp.zeros(2), 0))
+        _COMPILED_SIGNATURES.update(signatures)
         self._compiled = True
         return time.perf_counter() - start
+
+    def _signatures(self) -> set[tuple[Any, ...]]:
+        """Return each segment's key with the shapes its executables are compiled for."""
+        data = self.data
+        shapes = (data.train_images.shape, data.eval_images.shape, self.config.batch_size)
+        sizes = self.spec.output_sizes(data.train_images.shape[1])
+        stem, *blocks, head = self.segments
+        signatures = {(stem.key, shapes), (head.key, sizes[-1], shapes)}
+        index = 0
+        for stage_index, stage in enumerate(self.spec.stages):
+            for block_index in range(stage.depth):
+                # A stage's first block reads the previous map; the others read its own.
+                size = sizes[stage_index] if block_index == 0 else sizes[stage_index + 1]
+                signatures.add((blocks[index].key, size, shapes))
+                index += 1
+        return signatures
 
     def _train_step(
         self, state: TrainState, totals: jax.Array, order: jax.Array, step: int
