@@ -18,6 +18,7 @@ from pathlib import Path
 import re
 import time
 from typing import Any
+import warnings
 
 import optuna
 from optuna.storages.journal import JournalFileBackend
@@ -29,12 +30,12 @@ _logger = logging.getLogger(__name__)
 DEFAULT_STORAGE_PATH = Path("studies") / "regnas.db"
 # Seconds a SQLite connection waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT = 60.0
-# Seconds between two heartbeats of a running trial, and seconds without one after which a
-# trial counts as stale. The heartbeat thread needs the GIL and a database write, so a long
-# compile, an epoch that holds the GIL or a SQLite lock wait (up to SQLITE_BUSY_TIMEOUT) can
-# delay beats. The worst compile seen is about 20 s and an epoch of the default search takes
-# 15-30 s on a loaded 2-core machine; the grace period is several times their sum, so a live
-# trial is never failed, at the price of a killed trial waiting 5 minutes for its retry.
+# Seconds between two heartbeats of a running trial, and seconds without one after which the
+# trial is stale. The heartbeat thread needs the GIL and a database write, so a compile, an epoch
+# or a SQLite lock wait (up to SQLITE_BUSY_TIMEOUT) can delay a beat. The worst compile seen is
+# about 20 s, and an epoch of the default search takes 15-30 s on a loaded 2-core machine. The
+# grace period is several times their sum, so that live trials are not failed. The price is that
+# a killed trial waits 5 minutes for its retry.
 HEARTBEAT_INTERVAL = 60
 GRACE_PERIOD = 300
 # Environment variables that shorten both, so that tests can kill a worker and see the retry.
@@ -136,9 +137,14 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     try:
         return _create_rdb_storage(url, engine_kwargs, interval, grace)
     except ImportError as error:
+        # Optuna rewraps the driver's ImportError; the original names the missing module.
+        cause = error.__cause__
+        module = cause.name if isinstance(cause, ImportError) and cause.name else None
+        missing = f"driver module {module!r} is not installed" if module else str(error)
         raise ValueError(
-            f"Cannot open storage {mask_password(url)}: {error}. Install the database driver, "
-            "for example 'pip install psycopg2-binary' for PostgreSQL."
+            f"Cannot open storage {mask_password(url)}: {missing}. Install the database driver, "
+            "for example 'pip install \"psycopg[binary]\"' for postgresql:// URLs (SQLAlchemy "
+            "2.1 uses psycopg 3 by default; psycopg2 needs postgresql+psycopg2://)."
         ) from None
     except Exception as error:  # SQLAlchemy and Optuna raise many types for a bad URL.
         if "no longer compatible with the table schema" in str(error):
@@ -214,15 +220,18 @@ def _create_rdb_storage(
     # or a lock; a retry then finds the finished schema.
     for attempt in range(_SCHEMA_RETRIES):
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=interval,
-                grace_period=grace,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=MAX_RETRY
-                ),
-            )
+            # Heartbeats and their retry callback are experimental in Optuna 5.1; regnas relies
+            # on them knowingly, so their warnings would only be noise in every command.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=interval,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=retry,
+                )
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as error:
             text = str(error)
             race = any(mark in text for mark in ("already exists", "alembic_version", "locked"))
