@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 import sqlite3
@@ -13,10 +14,12 @@ import uuid
 import optuna
 import pytest
 
+from regnas import workers
+from regnas.engine import DeviceData
 from regnas.storage import GRACE_PERIOD_ENV, HEARTBEAT_INTERVAL_ENV, open_storage
-from regnas.study import count_finished
+from regnas.study import Objective, SearchConfig, count_finished, make_objective
 
-from conftest import REPO
+from conftest import REPO, TINY_SPACE
 
 
 pytestmark = pytest.mark.slow
@@ -129,6 +132,52 @@ def test_killed_trial_is_retried(idx_dir: Path, tmp_path: Path) -> None:
     assert retries[0].state in (State.COMPLETE, State.PRUNED)
     assert retries[0].user_attrs["worker_pid"] != original.user_attrs["worker_pid"]
     assert count_finished(study) == 2
+
+
+def test_trial_failed_elsewhere_keeps_worker(
+    idx_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    storage = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    config = SearchConfig(
+        study="elsewhere",
+        storage=storage,
+        trials=2,
+        epochs=1,
+        train_size=256,
+        val_size=128,
+        batch_size=64,
+        max_mflops=None,
+        data_dir=str(idx_dir),
+        space=TINY_SPACE,
+    )
+    failed_numbers = []
+
+    def make_failing_objective(config: SearchConfig, device_data: DeviceData) -> Objective:
+        objective = make_objective(config, device_data)
+
+        def fail_first_trial(trial: optuna.Trial) -> float | list[float]:
+            # Another process (a stale-heartbeat check) fails the first trial while it runs.
+            if not failed_numbers:
+                failed_numbers.append(trial.number)
+                trial.study._storage.set_trial_state_values(trial._trial_id, State.FAIL)
+            return objective(trial)
+
+        return fail_first_trial
+
+    monkeypatch.setattr(workers, "make_objective", make_failing_objective)
+    caplog.set_level(logging.WARNING, logger="regnas")
+
+    assert workers.run_search(config, workers=1) == 2
+
+    study = load(storage, "elsewhere")
+    assert study.trials[failed_numbers[0]].state == State.FAIL
+    assert count_finished(study) == 2
+    lost = [r.getMessage() for r in caplog.records if "marked failed by another" in r.message]
+    assert len(lost) == 1
+    assert lost[0].startswith(f"Worker 0: trial {failed_numbers[0]} was marked failed")
 
 
 def test_four_sqlite_workers(idx_dir: Path, tmp_path: Path) -> None:
