@@ -1,8 +1,8 @@
 """List a study's trials by state and fail stale ones: ``python -m regnas.status --study NAME``.
 
 A trial stays RUNNING when its worker dies. On RDB storages (SQLite, PostgreSQL, MySQL) the
-heartbeat finds such trials; ``--fail-stale`` runs that check at once instead of waiting for the
-next worker to start a trial. Journal files record no heartbeats, so there ``--fail-stale``
+heartbeat finds such trials when a worker starts its next trial, and ``--fail-stale`` runs that
+check at once. Journal files record no heartbeats, so there ``--fail-stale``
 needs ``--older-than`` and fails the RUNNING trials started longer ago than that. Either way a
 failed trial is queued again once with the same parameters, as the heartbeat does.
 """
