@@ -409,7 +409,9 @@ def make_objective(config: SearchConfig, device_data: DeviceData) -> Objective:
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         try:
-            # A retried trial carries the attributes of the failed one; these name this worker.
+            # A retried trial starts with the user attributes of the failed one, and each write
+            # below replaces one. NOTE: a retry that reuses a duplicate's result keeps the failed
+            # run's compile_seconds and train_seconds, because Optuna cannot delete attributes.
             trial.set_user_attr(WORKER_HOST_KEY, socket.gethostname())
             trial.set_user_attr(WORKER_PID_KEY, os.getpid())
             return train_trial(trial)
