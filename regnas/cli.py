@@ -34,6 +34,14 @@ class SearchError(RuntimeError):
     """The search stopped for a reason that rerunning alone does not fix."""
 
 
+class TrialFailedElsewhere(RuntimeError):
+    """Another process marked this worker's running trial FAIL, so its result cannot be stored.
+
+    That happens when the trial's heartbeat was older than the grace period, or when
+    ``python -m regnas.status --fail-stale`` failed it.
+    """
+
+
 class _TqdmHandler(logging.Handler):
     """Writes log records above an active progress bar instead of through it."""
 
@@ -67,10 +75,15 @@ def setup_logging(verbose: bool = False, prefix: str = "") -> None:
 
 
 class _DropInterruptTracebacks(logging.Filter):
-    """Drops Optuna's traceback for an interrupted trial; regnas prints how to resume instead."""
+    """Drops Optuna's traceback for an interrupted trial or one failed by another process.
+
+    regnas prints how to resume after an interrupt, and logs one line for a trial failed
+    elsewhere.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+        quiet = (KeyboardInterrupt, TrialFailedElsewhere)
+        return not (record.exc_info and isinstance(record.exc_info[1], quiet))
 
 
 class StopRequest:

@@ -1,18 +1,27 @@
 """Optuna storages: resolve the `--storage` argument and open it with settings for workers.
 
-A plain path, or no argument at all, means a SQLite file; anything with ``://`` is an Optuna
-storage URL and is passed through.
+A plain path, or no argument at all, means a SQLite file. ``journal://PATH`` means Optuna's
+journal file at PATH (everything after ``journal://``, so ``journal:///tmp/a.log`` is absolute).
+Anything else with ``://`` is an Optuna RDB storage URL and is passed through.
+
+RDB storages record heartbeats of running trials: a trial whose worker stopped beating (killed,
+preempted, out of memory) is marked FAIL by the next worker that starts a trial, and Optuna
+queues one retry with the same parameters. Journal storages record no heartbeats, so stale
+trials there are failed with ``python -m regnas.status --fail-stale``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 import re
 import time
 from typing import Any
+import warnings
 
 import optuna
+from optuna.storages.journal import JournalFileBackend
 import sqlalchemy.exc
 
 
@@ -21,6 +30,20 @@ _logger = logging.getLogger(__name__)
 DEFAULT_STORAGE_PATH = Path("studies") / "regnas.db"
 # Seconds a SQLite connection waits for another writer's lock before failing.
 SQLITE_BUSY_TIMEOUT = 60.0
+# Seconds between two heartbeats of a running trial, and seconds without one after which the
+# trial is stale. The heartbeat thread needs the GIL and a database write, so a compile, an epoch
+# or a SQLite lock wait (up to SQLITE_BUSY_TIMEOUT) can delay a beat. The worst compile seen is
+# about 20 s, and an epoch of the default search takes 15-30 s on a loaded 2-core machine. The
+# grace period is several times their sum, so that live trials are not failed. The price is that
+# a killed trial waits 5 minutes for its retry.
+HEARTBEAT_INTERVAL = 60
+GRACE_PERIOD = 300
+# Environment variables that shorten both, so that tests can kill a worker and see the retry.
+HEARTBEAT_INTERVAL_ENV = "REGNAS_HEARTBEAT_INTERVAL"
+GRACE_PERIOD_ENV = "REGNAS_GRACE_PERIOD"
+# A trial failed for a stale heartbeat is queued again once; a second failure stays failed.
+MAX_RETRY = 1
+JOURNAL_SCHEME = "journal://"
 _SCHEMA_RETRIES = 5
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 # A database scheme followed by ":" or "//" but not "://" is a mistyped URL, not a file name.
@@ -37,6 +60,8 @@ def resolve_storage(value: str | None) -> str:
     """
     if value is not None and not value.strip():
         raise ValueError("--storage is empty; pass a URL such as sqlite:///studies/regnas.db.")
+    if value is not None and value.startswith(JOURNAL_SCHEME):
+        return JOURNAL_SCHEME + str(_journal_file(value).resolve())
     if value is not None and "://" in value:
         if not _URL_SCHEME.match(value):
             raise ValueError(
@@ -59,6 +84,22 @@ def resolve_storage(value: str | None) -> str:
     return "sqlite:///" + str(path.resolve())
 
 
+def _journal_file(url: str) -> Path:
+    text = url[len(JOURNAL_SCHEME) :]
+    if not text.strip():
+        raise ValueError(
+            f"Invalid storage URL {url!r}: a journal storage needs a file, for example "
+            "journal:///shared/regnas.log (absolute) or journal://studies/regnas.log (relative)."
+        )
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise ValueError(
+            f"--storage {url!r} is a directory; pass a journal file such as "
+            f"{JOURNAL_SCHEME}{path / 'regnas.log'}."
+        )
+    return path
+
+
 def sqlite_path(url: str) -> Path | None:
     """Return the file of a SQLite URL, or None for other storages."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
@@ -66,38 +107,48 @@ def sqlite_path(url: str) -> Path | None:
     return None
 
 
+def journal_path(url: str) -> Path | None:
+    """Return the file of a ``journal://`` URL, or None for other storages."""
+    return Path(url[len(JOURNAL_SCHEME) :]) if url.startswith(JOURNAL_SCHEME) else None
+
+
+def storage_file(url: str) -> Path | None:
+    """Return the file of a SQLite or journal storage, or None for database servers."""
+    return sqlite_path(url) or journal_path(url)
+
+
 def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     """Open an Optuna storage; raise ValueError with the URL and the fix when that fails.
 
     Args:
         url: A storage URL (see `resolve_storage`).
-        create: Whether a missing SQLite file may be created. Read-only commands pass False so
-            that a mistyped path is reported instead of leaving an empty database behind.
+        create: Whether a missing SQLite or journal file may be created. Read-only commands
+            pass False so that a mistyped path is reported instead of leaving an empty file.
     """
     engine_kwargs: dict[str, Any] = {}
-    path = sqlite_path(url)
+    path = storage_file(url)
     if path is not None:
-        if not create and not path.is_file():
-            raise ValueError(
-                f"Storage file {path} does not exist. Pass the --storage that the search used."
-            )
-        if not path.parent.is_dir():
-            # Only the default location is created: a mistyped path must not make directories.
-            if path != DEFAULT_STORAGE_PATH.resolve():
-                raise ValueError(
-                    f"Directory {path.parent} of the storage file does not exist; create it or "
-                    "pass another --storage."
-                )
-            path.parent.mkdir(parents=True)
+        _check_storage_file(path, create)
+    if journal_path(url) is not None:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if path is not None:
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
+    interval, grace = heartbeat_settings()
     try:
-        return _create_rdb_storage(url, engine_kwargs)
+        return _create_rdb_storage(url, engine_kwargs, interval, grace)
     except ImportError as error:
+        # Optuna rewraps the driver's ImportError; the original names the missing module.
+        cause = error.__cause__
+        module = cause.name if isinstance(cause, ImportError) and cause.name else None
+        missing = f"driver module {module!r} is not installed" if module else str(error)
         raise ValueError(
-            f"Cannot open storage {mask_password(url)}: {error}. Install the database driver, "
-            "for example 'pip install psycopg2-binary' for PostgreSQL."
+            f"Cannot open storage {mask_password(url)}: {missing}. Install the database driver, "
+            "for example 'pip install \"psycopg[binary]\"' for postgresql:// URLs (SQLAlchemy "
+            "2.1 uses psycopg 3 by default; psycopg2 needs postgresql+psycopg2://)."
         ) from None
     except Exception as error:  # SQLAlchemy and Optuna raise many types for a bad URL.
+        if "no longer compatible with the table schema" in str(error):
+            raise ValueError(incompatible_schema_message(url, str(error))) from None
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(
             f"Cannot open storage {mask_password(url)}: {first_line}. Use a URL that SQLAlchemy "
@@ -106,13 +157,81 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
         ) from None
 
 
-def _create_rdb_storage(url: str, engine_kwargs: dict[str, Any]) -> optuna.storages.RDBStorage:
+def _check_storage_file(path: Path, create: bool) -> None:
+    if not create and not path.is_file():
+        raise ValueError(
+            f"Storage file {path} does not exist. Pass the --storage that the search used."
+        )
+    if not path.parent.is_dir():
+        # Only the default location is created: a mistyped path must not make directories.
+        if path != DEFAULT_STORAGE_PATH.resolve():
+            raise ValueError(
+                f"Directory {path.parent} of the storage file does not exist; create it or "
+                "pass another --storage."
+            )
+        path.parent.mkdir(parents=True)
+
+
+def heartbeat_settings() -> tuple[int, int]:
+    """Return the heartbeat interval and grace period in seconds, from the environment if set."""
+    settings = []
+    for name, default in (
+        (HEARTBEAT_INTERVAL_ENV, HEARTBEAT_INTERVAL),
+        (GRACE_PERIOD_ENV, GRACE_PERIOD),
+    ):
+        text = os.environ.get(name, "").strip()
+        if not text:
+            settings.append(default)
+            continue
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{name} must be a positive whole number of seconds, got {text!r}.")
+        settings.append(int(text))
+    interval, grace = settings
+    if grace <= interval:
+        raise ValueError(
+            f"{GRACE_PERIOD_ENV} ({grace} s) must exceed {HEARTBEAT_INTERVAL_ENV} "
+            f"({interval} s), or live trials are failed between two heartbeats."
+        )
+    return interval, grace
+
+
+def incompatible_schema_message(url: str, optuna_message: str) -> str:
+    """Return the one-line error for a database whose schema another Optuna version wrote."""
+    found = re.search(r"set up by optuna ([^)]*)\)", optuna_message)
+    written_by = found.group(1) if found else "another version"
+    masked = mask_password(url)
+    if "storage upgrade" in optuna_message:
+        return (
+            f"Storage {masked} was written by Optuna {written_by}, whose schema Optuna "
+            f"{optuna.__version__} cannot read. Back up the database, then upgrade it with: "
+            f"optuna storage upgrade --storage {masked}"
+        )
+    return (
+        f"Storage {masked} was written by a newer Optuna ({written_by}) than the installed "
+        f"{optuna.__version__}. Upgrade Optuna with: pip install -U optuna"
+    )
+
+
+def _create_rdb_storage(
+    url: str, engine_kwargs: dict[str, Any], interval: int, grace: int
+) -> optuna.storages.RDBStorage:
     # Processes that open a new database at once (workers, a dashboard) race to create the
     # schema. The loser fails with "table ... already exists", a duplicate alembic_version row
     # or a lock; a retry then finds the finished schema.
     for attempt in range(_SCHEMA_RETRIES):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            # Heartbeats and their retry callback are experimental in Optuna 5.1; regnas relies
+            # on them knowingly, so their warnings would only be noise in every command.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)
+                return optuna.storages.RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=interval,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=retry,
+                )
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError) as error:
             text = str(error)
             race = any(mark in text for mark in ("already exists", "alembic_version", "locked"))

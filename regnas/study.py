@@ -7,22 +7,32 @@ same name and storage continues until the study contains `trials` finished trial
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import math
+import os
+import socket
 from typing import Any
 
 import optuna
 
-from regnas.cli import DEFAULT_STUDY, StopRequest
+from regnas.cli import DEFAULT_STUDY, StopRequest, TrialFailedElsewhere
 from regnas.complexity import complexity
 from regnas.engine import DeviceData, EpochResult, NonFiniteLossError, TrainConfig, Trainer
 from regnas.space import SPACE_NAMES, RegNetSpace, Space, make_space
 from regnas.spec import AnyNetSpec
 from regnas.storage import open_storage
-from regnas.trials import DUPLICATE_KEY, REJECTED_KEY, SETTINGS_KEY, is_rejected
+from regnas.trials import (
+    DUPLICATE_KEY,
+    REJECTED_KEY,
+    SETTINGS_KEY,
+    WORKER_HOST_KEY,
+    WORKER_PID_KEY,
+    is_rejected,
+)
 from regnas.versions import package_versions
 
 
@@ -399,10 +409,23 @@ def make_objective(config: SearchConfig, device_data: DeviceData) -> Objective:
 
     def objective(trial: optuna.Trial) -> float | list[float]:
         try:
+            # A retried trial starts with the user attributes of the failed one, and each write
+            # below replaces one. NOTE: a retry that reuses a duplicate's result keeps the failed
+            # run's compile_seconds and train_seconds, because Optuna cannot delete attributes.
+            trial.set_user_attr(WORKER_HOST_KEY, socket.gethostname())
+            trial.set_user_attr(WORKER_PID_KEY, os.getpid())
             return train_trial(trial)
+        except optuna.exceptions.UpdateFinishedTrialError as error:
+            raise TrialFailedElsewhere(
+                f"trial {trial.number} was marked failed by another process while this worker "
+                "ran it (its heartbeat was older than the grace period, or regnas.status "
+                "--fail-stale failed it)"
+            ) from error
         except KeyboardInterrupt:
             # Optuna marks the trial FAIL and re-raises, and the reason records why it failed.
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+            # The trial may already be FAIL, failed by another process; the interrupt wins.
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
             raise
 
     def train_trial(trial: optuna.Trial) -> float | list[float]:

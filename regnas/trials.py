@@ -28,6 +28,9 @@ REJECTED_KEY = "rejected"
 FAIL_REASON_KEY = "fail_reason"
 DUPLICATE_KEY = "duplicate_of"
 SETTINGS_KEY = "regnas.settings"
+# Host name and process id of the worker that runs (or last ran) a trial.
+WORKER_HOST_KEY = "worker_host"
+WORKER_PID_KEY = "worker_pid"
 DEFAULT_IMAGE_SIZE = 28
 
 # Metric names that carry the error directly, and names whose complement (1 - value) is it.

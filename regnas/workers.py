@@ -21,10 +21,10 @@ import optuna
 from tqdm import tqdm
 
 from regnas import data as data_lib
-from regnas.cli import SearchError, StopRequest, setup_logging
+from regnas.cli import SearchError, StopRequest, TrialFailedElsewhere, setup_logging
 from regnas.engine import DeviceData
 from regnas.notes import save_study_figures, save_trial_note
-from regnas.storage import mask_password, resolve_storage, sqlite_path
+from regnas.storage import mask_password, open_storage, resolve_storage, storage_file
 from regnas.study import (
     MAX_CONSECUTIVE_FAILURES,
     SearchConfig,
@@ -92,7 +92,7 @@ def run_search(
     data_lib.check_split_sizes(available, config.train_size, config.val_size)
     config = dataclasses.replace(config, data_dir=str(data_dir))
 
-    path = sqlite_path(storage_url)
+    path = storage_file(storage_url)
     _logger.info("regnas search with %d worker(s): %s", workers, dataclasses.asdict(config))
     _logger.info("versions: %s", package_versions())
     print(f"Storage: {path if path else mask_password(storage_url)}", flush=True)
@@ -168,6 +168,15 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
         eta = _eta(time.perf_counter() - start, done - first, config.trials - done)
         _logger.info("%s [%d/%d, ETA %s]", format_trial(trial, study), done, config.trials, eta)
 
+    lost: list[TrialFailedElsewhere] = []
+
+    def run_trial(trial: optuna.Trial) -> float | list[float]:
+        try:
+            return objective(trial)
+        except TrialFailedElsewhere as error:
+            lost.append(error)
+            raise
+
     try:
         while count_finished(study) < config.trials:
             StopRequest.check()
@@ -176,7 +185,18 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
                     f"{failures} trials in a row failed; see their reasons above. "
                     "Fix the cause, then rerun the command to continue."
                 )
-            study.optimize(objective, n_trials=1, callbacks=[after_trial])
+            lost.clear()
+            try:
+                study.optimize(run_trial, n_trials=1, callbacks=[after_trial])
+            except ValueError:
+                # Optuna's tell raises ValueError ("Cannot tell a FAIL trial") for a trial that
+                # another process failed. Its retry, if any, is queued, so this worker goes on.
+                # NOTE: a trial failed between its last write and Optuna's tell is not caught
+                # here, and stops the worker; the window is one storage round trip.
+                StopRequest.check()
+                if not lost:
+                    raise
+                _logger.warning("Worker %d: %s; going on with the next trial.", worker, lost[0])
     finally:
         progress.close()
         _logger.info(
@@ -201,7 +221,7 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
         process.start()
         processes.append(process)
 
-    study = optuna.load_study(study_name=config.study, storage=storage_url)
+    study = optuna.load_study(study_name=config.study, storage=open_storage(storage_url))
     first, start = count_finished(study), time.perf_counter()
     progress = _progress_bar(config, first, enabled=True)
     try:

@@ -1,14 +1,29 @@
-"""Storage arguments: paths become absolute SQLite URLs, mistyped URLs raise clear errors."""
+"""Storage arguments and opening: SQLite paths, journal files, heartbeats, clear errors."""
 
 from __future__ import annotations
 
 from pathlib import Path
+import sqlite3
 import subprocess
 import sys
 
+import optuna
 import pytest
 
-from regnas.storage import mask_password, open_storage, resolve_storage, sqlite_path
+from regnas.storage import (
+    GRACE_PERIOD,
+    GRACE_PERIOD_ENV,
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_INTERVAL_ENV,
+    heartbeat_settings,
+    journal_path,
+    mask_password,
+    open_storage,
+    resolve_storage,
+    sqlite_path,
+)
+
+from conftest import run_module
 
 
 def test_default_is_absolute_sqlite(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -78,3 +93,92 @@ def test_concurrent_schema_creation(tmp_path: Path) -> None:
     errors = [process.communicate(timeout=120)[1] for process in processes]
 
     assert [process.returncode for process in processes] == [0, 0, 0, 0], "\n".join(errors)
+
+
+def test_journal_url_resolves_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert resolve_storage("journal:///tmp/a.log") == "journal:///tmp/a.log"
+    assert resolve_storage("journal://runs/a.log") == f"journal://{tmp_path / 'runs' / 'a.log'}"
+    assert journal_path(resolve_storage("journal://a.log")) == tmp_path / "a.log"
+    assert sqlite_path("journal:///tmp/a.log") is None
+
+
+@pytest.mark.parametrize("value", ["journal://", "journal://  "])
+def test_journal_without_file_raises(value: str) -> None:
+    with pytest.raises(ValueError, match="a journal storage needs a file"):
+        resolve_storage(value)
+
+
+def test_journal_opens_journal_storage(tmp_path: Path) -> None:
+    url = resolve_storage(f"journal://{tmp_path / 'study.log'}")
+
+    storage = open_storage(url)
+    optuna.create_study(study_name="s", storage=storage)
+
+    assert isinstance(storage, optuna.storages.JournalStorage)
+    assert (tmp_path / "study.log").stat().st_size > 0
+    with pytest.raises(ValueError, match="does not exist"):
+        open_storage(f"journal://{tmp_path / 'missing.log'}", create=False)
+
+
+def test_rdb_storage_has_heartbeat(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'beat.db'}"
+
+    storage = open_storage(url)
+
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert storage.get_heartbeat_interval() == HEARTBEAT_INTERVAL
+    assert storage.grace_period == GRACE_PERIOD
+    monkeypatch.setenv(HEARTBEAT_INTERVAL_ENV, "2")
+    monkeypatch.setenv(GRACE_PERIOD_ENV, "5")
+    assert heartbeat_settings() == (2, 5)
+
+
+@pytest.mark.parametrize(("interval", "grace"), [("0", "5"), ("x", "5"), ("5", "5")])
+def test_bad_heartbeat_settings_raise(
+    monkeypatch: pytest.MonkeyPatch, interval: str, grace: str
+) -> None:
+    monkeypatch.setenv(HEARTBEAT_INTERVAL_ENV, interval)
+    monkeypatch.setenv(GRACE_PERIOD_ENV, grace)
+
+    with pytest.raises(ValueError, match="REGNAS_"):
+        heartbeat_settings()
+
+
+@pytest.mark.parametrize(
+    ("revision", "message"),
+    [
+        ("v3.0.0.a", "Back up the database, then upgrade it with: optuna storage upgrade"),
+        ("v99.0.0.a", "was written by a newer Optuna (99.0.0) than the installed"),
+    ],
+)
+def test_incompatible_schema_explains_upgrade(tmp_path: Path, revision: str, message: str) -> None:
+    database = tmp_path / "old.db"
+    url = f"sqlite:///{database}"
+    optuna.create_study(study_name="s", storage=url)
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+        connection.execute("UPDATE version_info SET library_version = ?", (revision[1:-2],))
+
+    with pytest.raises(ValueError) as raised:
+        open_storage(url)
+
+    text = str(raised.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_incompatible_schema_command_fails(tmp_path: Path) -> None:
+    database = tmp_path / "old.db"
+    url = f"sqlite:///{database}"
+    optuna.create_study(study_name="s", storage=url)
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = 'v3.0.0.a'")
+
+    result = run_module("regnas.status", "--study", "s", "--storage", url, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert f"optuna storage upgrade --storage {url}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
