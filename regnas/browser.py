@@ -94,7 +94,7 @@ def dashboard_command() -> list[str]:
     found = shutil.which("optuna-dashboard")
     if found is None:
         raise FileNotFoundError(
-            "optuna-dashboard is not installed; run pip install 'regnas[dashboard]'."
+            "optuna-dashboard is not installed; run pip install optuna-dashboard."
         )
     return [found]
 

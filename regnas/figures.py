@@ -61,7 +61,7 @@ def require_plotly() -> Any:
         import plotly.graph_objects as go
     except ImportError:
         raise ValueError(
-            "Figures need plotly, which is not installed; run pip install 'regnas[dashboard]' "
+            "Figures need plotly, which is not installed; run pip install plotly "
             "(or pip install plotly)."
         ) from None
     return go

@@ -34,6 +34,7 @@ from regnas.trials import (
     StudyTrials,
     error_source,
     image_size,
+    is_rejected,
     last_intermediate,
     metric_labels,
 )
@@ -136,25 +137,28 @@ def save_trial_note(
             input_size = image_size(study.user_attrs.get(SETTINGS_KEY))
         body = trial_note(trial, input_size, study.metric_names, study.directions)
         _save_note(study, trial, body)
-    except Exception:
+    except Exception as error:
         # A note is a convenience: a storage hiccup or a malformed attribute must not stop the
-        # search that called this.
+        # search that called this. The traceback goes to the debug log only.
         _logger.warning(
-            "Could not save the dashboard note of trial %d of study %r",
+            "Could not save the dashboard note of trial %d of study %r: %s",
             trial.number,
             study.study_name,
-            exc_info=True,
+            error,
         )
+        _logger.debug("Traceback of the failed note:", exc_info=True)
         return False
     return True
 
 
 def save_trial_notes(study: optuna.Study) -> int:
-    """Store a note on every trial of `study` that has an architecture; return how many."""
+    """Store a note on every trained trial of `study`; return how many.
+
+    Rejected samples get none, as during a search.
+    """
     input_size = image_size(study.user_attrs.get(SETTINGS_KEY))
-    return sum(
-        save_trial_note(study, trial, input_size) for trial in study.get_trials(deepcopy=False)
-    )
+    trials = [trial for trial in study.get_trials(deepcopy=False) if not is_rejected(trial)]
+    return sum(save_trial_note(study, trial, input_size) for trial in trials)
 
 
 def save_study_figures(

@@ -16,8 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     defaults = SearchConfig()
     parser = argparse.ArgumentParser(
         prog="python -m regnas.search",
-        description="Search the RegNet design space on Fashion-MNIST with Optuna. Rerunning the "
-        "same command resumes the study until it contains --trials finished trials.",
+        description="Search the AnyNet and RegNet design spaces on Fashion-MNIST with Optuna. "
+        "Rerunning the same command resumes the study until it contains --trials finished trials.",
     )
     parser.add_argument(
         "--trials",
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         objectives=objectives,
         sampler=args.sampler,
         warm_start=args.warm_start,
+        space_config=args.space_config,
         storage=args.storage,
         trials=args.trials,
         seed=args.seed,

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+from pathlib import Path
 import socket
 from typing import Any
 
@@ -40,6 +41,7 @@ _logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = 28
 VERSIONS_KEY = "regnas.versions"
+SPACE_CONFIG_KEY = "regnas.space_config"
 ARCHITECTURE_KEY = "architecture_key"
 # Objective name -> (Optuna metric name, direction). The first objective is the quality one.
 OBJECTIVES = {
@@ -74,6 +76,8 @@ class SearchConfig:
             ``"params"`` for a multi-objective study; see `OBJECTIVES`.
         sampler: ``"tpe"``, or ``"random"`` for an unbiased sample of the space (error EDFs).
         warm_start: ``"zoo"`` enqueues RegNet model-zoo configurations first; None does not.
+        space_config: The study definition file the space came from, if any; a new study
+            records it, so that an error on resume can name it.
         data_dir: Directory with the Fashion-MNIST IDX files; None searches the defaults.
         stem_w: Stem width of every sampled network.
         stem_stride: Stem stride of every sampled network.
@@ -97,6 +101,7 @@ class SearchConfig:
     sampler: str = "tpe"
     warm_start: str | None = None
     data_dir: str | None = None
+    space_config: str | None = None
     # Stem stride 1 keeps 28x28 after the stem, so four stride-2 stages end at 2x2 and no stage
     # before the last one runs at 1x1, where a 3x3 convolution reads mostly padding.
     stem_w: int = 16
@@ -297,10 +302,13 @@ def open_study(config: SearchConfig, storage_url: str, worker: int = 0) -> optun
         study.set_metric_names(config.metric_names)
         study.set_user_attr(SETTINGS_KEY, settings)
         study.set_user_attr(VERSIONS_KEY, package_versions())
+        if config.space_config is not None:
+            study.set_user_attr(SPACE_CONFIG_KEY, str(Path(config.space_config).resolve()))
         return study
     stored = upgrade_settings(stored or {})
     if stored != settings or study.directions != config.directions:
-        raise ValueError(settings_mismatch(config.study, stored, settings))
+        space_config = study.user_attrs.get(SPACE_CONFIG_KEY)
+        raise ValueError(settings_mismatch(config.study, stored, settings, space_config))
     return study
 
 
@@ -332,7 +340,9 @@ def upgrade_settings(stored: dict[str, Any]) -> dict[str, Any]:
     return upgraded
 
 
-def settings_mismatch(study: str, stored: dict[str, Any], settings: dict[str, Any]) -> str:
+def settings_mismatch(
+    study: str, stored: dict[str, Any], settings: dict[str, Any], space_config: str | None = None
+) -> str:
     """Return the error for a resumed study whose settings changed: what, and the ways out."""
     changed = []
     for key in sorted(set(stored) | set(settings)):
@@ -340,17 +350,13 @@ def settings_mismatch(study: str, stored: dict[str, Any], settings: dict[str, An
         if old == new:
             continue
         if key == "space" and isinstance(old, dict) and isinstance(new, dict):
-            changed += [
-                f"space.{name}: stored {old.get(name)!r}, now {new.get(name)!r}"
-                for name in sorted(set(old) | set(new))
-                if old.get(name) != new.get(name)
-            ]
+            changed += _space_changes(old, new)
         else:
             changed.append(f"{key}: stored {old!r}, now {new!r}")
     return (
         f"Study {study!r} was created with other settings ({'; '.join(changed)}). To resume "
-        f"it, rerun with the settings it was created with ({stored_flags(stored)}); to start "
-        "afresh with the new settings, pass a new --study name."
+        f"it, rerun with the settings it was created with ({stored_flags(stored, space_config)}); "
+        "to start afresh with the new settings, pass a new --study name."
     )
 
 
@@ -365,7 +371,18 @@ _FLAG_SETTINGS = (
 )
 
 
-def stored_flags(stored: dict[str, Any]) -> str:
+def _space_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    if old.get("name") != new.get("name"):
+        # Another space has other keys; listing them all would hide the one that matters.
+        return [f"space: stored {old.get('name')!r}, now {new.get('name')!r}"]
+    return [
+        f"space.{name}: stored {old.get(name)!r}, now {new.get(name)!r}"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    ]
+
+
+def stored_flags(stored: dict[str, Any], space_config: str | None = None) -> str:
     """Return the command-line flags that reproduce stored settings."""
     flags = [
         f"--{key.replace('_', '-')} {stored[key]}"
@@ -373,10 +390,13 @@ def stored_flags(stored: dict[str, Any]) -> str:
         if stored.get(key) is not None
     ]
     flags.append(f"--objectives {','.join(stored.get('objectives', ['accuracy']))}")
+    flags.append(f"--sampler {stored.get('sampler', 'tpe')}")
     space = stored.get("space") or {}
     if space.get("name") in SPACE_NAMES:
         flags.append(f"--space {space['name']}")
-        if make_space(space["name"]).to_dict() != space:
+        if space_config is not None:
+            flags.append(f"--space-config {space_config}")
+        elif make_space(space["name"]).to_dict() != space:
             flags.append(
                 f"and a --space-config file with the ranges stored in the study's "
                 f"{SETTINGS_KEY!r} attribute"
