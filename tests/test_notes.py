@@ -19,6 +19,7 @@ from regnas.notes import (
     trial_note,
 )
 from regnas.spec import AnyNetSpec, StageSpec
+from regnas.trials import REJECTED_KEY
 
 from conftest import add_search_trials, regnet_trial
 
@@ -194,7 +195,9 @@ def test_annotate_existing_study(tmp_path: Path) -> None:
 
     notes, figures = annotate_study("old", str(tmp_path / "notes.db"))
 
-    assert notes == 8
+    rejected = [trial for trial in study.trials if REJECTED_KEY in trial.user_attrs]
+    assert len(rejected) == 1
+    assert notes == 8 - len(rejected)  # rejected samples get no note, as during a search
     assert len(figures) == 3
     with pytest.raises(ValueError, match="Studies there: old"):
         annotate_study("new", str(tmp_path / "notes.db"))
