@@ -166,8 +166,8 @@ def _require_kaleido() -> None:
         import kaleido  # noqa: F401
     except ImportError:
         raise ValueError(
-            "PNG export needs kaleido, which is not installed; run pip install kaleido "
-            "(or pip install kaleido), or leave out --png."
+            "PNG export needs kaleido, which is not installed; run pip install kaleido, "
+            "or leave out --png."
         ) from None
 
 

@@ -14,6 +14,7 @@ import pytest
 from regnas.browser import page_dom, running_dashboard, screenshot
 from regnas.notes import save_study_figures, save_trial_note, save_trial_notes
 from regnas.report import write_report
+from regnas.trials import REJECTED_KEY
 
 from conftest import add_search_trials, regnet_trial, requires_chromium
 
@@ -29,7 +30,8 @@ def annotated_storage(tmp_path: Path) -> tuple[str, optuna.Study]:
     study = optuna.create_study(study_name=STUDY, storage=url, direction="maximize")
     study.set_metric_names(["val_accuracy"])
     add_search_trials(study, 16)
-    assert save_trial_notes(study) == 16
+    rejected = sum(REJECTED_KEY in trial.user_attrs for trial in study.trials)
+    assert save_trial_notes(study) == 16 - rejected
     assert len(save_study_figures(study)) == 3
     return url, study
 

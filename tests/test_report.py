@@ -306,7 +306,7 @@ def test_png_without_kaleido_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     storage, _study = new_study(tmp_path)
     monkeypatch.setitem(sys.modules, "kaleido", None)
 
-    with pytest.raises(ValueError, match=r"pip install 'regnas\[png\]'"):
+    with pytest.raises(ValueError, match=r"run pip install kaleido, or leave out --png"):
         write_report("s", storage, tmp_path / "report", png=True)
 
 
