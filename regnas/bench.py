@@ -97,24 +97,15 @@ def sample_compile_times(count: int, seed: int = 0, batch_size: int = 128) -> li
     import optuna
 
     from regnas.engine import DeviceData, TrainConfig, Trainer
-    from regnas.study import ArchitectureRejected, SearchConfig, sample_architecture
+    from regnas.study import SearchConfig, sample_at_random
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    config = SearchConfig()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (batch_size * 2, 28, 28, 1), dtype=np.uint8)
     labels = rng.integers(0, 10, batch_size * 2).astype(np.int32)
     data = DeviceData.create(images, labels, images[:batch_size], labels[:batch_size], batch_size)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
     results: list[dict[str, Any]] = []
-    while len(results) < count:
-        trial = study.ask()
-        try:
-            spec = sample_architecture(config, trial)
-        except ArchitectureRejected:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            continue
-        study.tell(trial, 0.0)
+    for trial, spec in sample_at_random(SearchConfig(), count, seed):
         trainer = Trainer(spec, TrainConfig(epochs=1, batch_size=batch_size), data)
         results.append(
             {

@@ -572,6 +572,37 @@ def sample_architecture(config: SearchConfig, trial: optuna.Trial) -> AnyNetSpec
     return spec
 
 
+def sample_at_random(
+    config: SearchConfig, count: int, seed: int = 0
+) -> list[tuple[optuna.trial.FrozenTrial, AnyNetSpec]]:
+    """Sample `count` architectures within the config's limits at random, in a study in memory.
+
+    Returns:
+        Each accepted sample's trial (parameters and attributes) with its architecture.
+
+    Raises:
+        ValueError: Fewer than `count` of 100 x `count` samples were within the limits.
+    """
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    samples: list[tuple[optuna.trial.FrozenTrial, AnyNetSpec]] = []
+    for _ in range(100 * count):
+        if len(samples) == count:
+            return samples
+        trial = study.ask()
+        try:
+            spec = sample_architecture(config, trial)
+        except ArchitectureRejected:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        samples.append((study.tell(trial, 0.0), spec))
+    if len(samples) < count:
+        raise ValueError(
+            f"Only {len(samples)} of {100 * count} random samples of the {config.space.name} "
+            "space are within its limits; widen the budget or the ranges."
+        )
+    return samples
+
+
 def budget_excess(
     config: SearchConfig, spec: AnyNetSpec, mflops: float, params: int
 ) -> list[tuple[str, float]]:

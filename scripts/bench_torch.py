@@ -158,20 +158,10 @@ def sample_specs(count: int, seed: int) -> list[AnyNetSpec]:
     """Return `count` architectures of the default search space within its 5-MFLOPs budget."""
     import optuna
 
-    from regnas.study import ArchitectureRejected, SearchConfig, sample_architecture
+    from regnas.study import SearchConfig, sample_at_random
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    config = SearchConfig()
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    specs: list[AnyNetSpec] = []
-    while len(specs) < count:
-        trial = study.ask()
-        try:
-            specs.append(sample_architecture(config, trial))
-        except ArchitectureRejected:
-            pass
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    return specs
+    return [spec for _, spec in sample_at_random(SearchConfig(), count, seed)]
 
 
 def main() -> int:
