@@ -562,8 +562,8 @@ def sample_architecture(config: SearchConfig, trial: optuna.Trial) -> AnyNetSpec
     trial.set_user_attr("params", cx["params"])
     trial.set_user_attr("acts", cx["acts"])
     for reason, excess in budget_excess(config, spec, mflops, cx["params"]):
-        # Constraint values > 0 mark the sample infeasible, so the sampler learns to avoid
-        # that region; they are set for every sample, so that it sees feasible ones too.
+        # Constraint values > 0 mark the sample infeasible, so the sampler learns to avoid that
+        # region. They are set for every sample, so that feasible samples are marked too.
         trial.set_constraint(reason, excess)
     reasons = rejection_reasons(config, spec, mflops, cx["params"])
     if reasons:

@@ -192,7 +192,7 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
                 # Optuna's tell raises ValueError ("Cannot tell a FAIL trial") for a trial that
                 # another process failed. Its retry, if any, is queued, so this worker goes on.
                 # NOTE: a trial failed between its last write and Optuna's tell is not caught
-                # here, and stops the worker; the window is one storage round trip.
+                # here, so it stops the worker. The window is one storage round trip.
                 StopRequest.check()
                 if not lost:
                     raise

@@ -40,9 +40,8 @@ REFERENCE = AnyNetSpec(
         StageSpec(depth, width, group_w=8) for depth, width in [(1, 24), (2, 56), (4, 152)]
     )
 )
-# RegNetY-style: squeeze-excitation 0.25 and an inverted bottleneck (multiplier 2); widths are
-# chosen so that the bottleneck widths are multiples of the group width, at about the MFLOPs of
-# the reference network.
+# A RegNetY-style network: squeeze-excitation 0.25 and an inverted bottleneck (multiplier 2).
+# Its bottleneck widths are multiples of the group width, at about the reference's MFLOPs.
 REGNETY = AnyNetSpec(
     stages=tuple(
         StageSpec(depth, width, group_w=8, bot_mul=2.0, se_ratio=0.25)
