@@ -209,8 +209,7 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
     cpus = sorted(os.sched_getaffinity(0))
     processes = []
     for index in range(workers):
-        # Give each worker its own cores; XLA:CPU threads of two workers on one core only contend.
-        share = [cpu for position, cpu in enumerate(cpus) if position % workers == index]
+        share = _cpu_share(cpus, workers, index)
         # daemon: a worker never outlives a parent that exits, even through an error.
         process = context.Process(
             daemon=True,
@@ -247,6 +246,18 @@ def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose
             f"{', '.join(failed)} stopped with an error; see its log above. Rerun "
             "the command to continue the study."
         )
+
+
+def _cpu_share(cpus: Sequence[int], workers: int, index: int) -> list[int]:
+    """Return the cores of worker `index`: its own when there are enough, else a shared one.
+
+    XLA:CPU threads of two workers on one core only contend, so each worker gets disjoint cores
+    when `workers <= len(cpus)`. With more workers than cores, workers take turns on the cores,
+    so that none of them floats over all cores and slows the pinned ones.
+    """
+    if workers >= len(cpus):
+        return [cpus[index % len(cpus)]] if cpus else []
+    return [cpu for position, cpu in enumerate(cpus) if position % workers == index]
 
 
 def _worker_main(

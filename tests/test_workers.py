@@ -224,3 +224,20 @@ def test_two_workers_on_postgresql(idx_dir: Path, tmp_path: Path) -> None:
     loaded = load(storage, study)
     assert 4 <= count_finished(loaded) <= 5
     assert loaded.get_trials(states=(State.FAIL,)) == []
+
+
+@pytest.mark.parametrize(
+    ("cpus", "count", "expected"),
+    [
+        ([0, 1], 1, [[0, 1]]),
+        ([0, 1], 2, [[0], [1]]),
+        ([0, 1], 4, [[0], [1], [0], [1]]),
+        ([0, 1, 2, 3], 2, [[0, 2], [1, 3]]),
+        ([5, 7, 9], 3, [[5], [7], [9]]),
+    ],
+)
+def test_every_worker_is_pinned_to_cores(
+    cpus: list[int], count: int, expected: list[list[int]]
+) -> None:
+    shares = [workers._cpu_share(cpus, count, index) for index in range(count)]
+    assert shares == expected
