@@ -151,7 +151,7 @@ def select_entry(document: Any, trial: int | None) -> tuple[str, Any]:
         found = _trial_of(document)
         if trial is not None and found != trial:
             raise ArchitectureError(
-                f"the file holds only trial {found}, not trial {trial}. Pass trial={found} "
+                f"the file contains only trial {found}, not trial {trial}. Pass trial={found} "
                 "or trial=None.",
                 key="provenance.trial",
             )
@@ -160,16 +160,17 @@ def select_entry(document: Any, trial: int | None) -> tuple[str, Any]:
     numbers = [_trial_of(entry) for entry in document]
     if not document:
         raise ArchitectureError(
-            f"the file holds an empty list of architectures. Re-export it with '{EXPORT_COMMAND}'."
+            "the file contains an empty list of architectures. Re-export it with "
+            f"'{EXPORT_COMMAND}'."
         )
     if trial is None:
         raise ArchitectureError(
-            f"the file holds {len(document)} architectures, of trials {numbers}. Pass trial=N "
+            f"the file contains {len(document)} architectures, of trials {numbers}. Pass trial=N "
             "(or --trial N on the command line) to pick one."
         )
     if trial not in numbers:
         raise ArchitectureError(
-            f"the file holds no architecture of trial {trial}; it holds trials {numbers}. "
+            f"the file contains no architecture of trial {trial}, only trials {numbers}. "
             "Pass one of these as trial=N."
         )
     index = numbers.index(trial)

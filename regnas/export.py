@@ -20,8 +20,9 @@ EXTENSIONS = {"json": ".json", "pycls": ".yaml", "markdown": ".md"}
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m regnas.export",
-        description="Write the best architecture of a study as JSON, to rebuild and retrain it "
-        "with 'python -m regnas.train --config FILE'.",
+        description="Write the best architecture of a study (or its Pareto front, or its K best "
+        "trials) as JSON, to rebuild and retrain it with 'python -m regnas.train --config FILE', "
+        "or as a pycls configuration or a Markdown table.",
     )
     add_study_arguments(parser, DEFAULT_STUDY)
     parser.add_argument(
@@ -55,27 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from regnas.results import export_best, export_pareto, export_top_k
+    from regnas.results import export_best
     from regnas.storage import resolve_storage
 
     storage_url = resolve_storage(args.storage)
-    if args.pareto:
-        documents = export_pareto(args.study, args.storage)
-        kind, title = "pareto", f"Error-MFLOPs Pareto front of study {args.study!r}"
-        print(f"{len(documents)} trial(s) on the error-MFLOPs Pareto front of {args.study!r}:")
-    elif args.top_k is not None:
-        documents = export_top_k(args.study, args.storage, args.top_k)
-        kind, title = f"top{args.top_k}", f"{len(documents)} best trials of study {args.study!r}"
-        if len(documents) < args.top_k:
-            print(
-                f"Note: study {args.study!r} has only {len(documents)} trained trial(s) to "
-                f"export, fewer than --top-k {args.top_k}; writing them all."
-            )
-        print(f"The {len(documents)} trial(s) of {args.study!r} with the best val_accuracy:")
-    else:
+    if not args.pareto and args.top_k is None:
         document = export_best(args.study, args.storage)
         output = _output(args.output, args.study, "best", args.format)
-        paths = write_export(document, args.format, output, storage_url, title="")
+        title = f"Best trial of study {args.study!r}"
+        paths = write_export(document, args.format, output, storage_url, title)
         print(
             f"Wrote trial {document['provenance']['trial']} (val_accuracy "
             f"{document['metrics']['val_accuracy']:.4f}, {document['metrics']['mflops']} MFLOPs) "
@@ -83,11 +72,37 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
+    documents, kind, title = _select_list(args.study, args.storage, args.top_k)
     _print_table(documents)
     output = _output(args.output, args.study, kind, args.format)
     paths = write_export(documents, args.format, output, storage_url, title)
     print("Wrote them to " + ", ".join(str(path.resolve()) for path in paths))
     return 0
+
+
+def _select_list(
+    study: str, storage: str | None, top_k: int | None
+) -> tuple[list[dict[str, Any]], str, str]:
+    """Export the Pareto front (`top_k` None) or the `top_k` best trials, and print the heading.
+
+    Returns:
+        The documents, the kind that names the default output file, and a Markdown title.
+    """
+    from regnas.results import export_pareto, export_top_k
+
+    if top_k is None:
+        documents = export_pareto(study, storage)
+        print(f"{len(documents)} trial(s) on the error-MFLOPs Pareto front of {study!r}:")
+        return documents, "pareto", f"Error-MFLOPs Pareto front of study {study!r}"
+
+    documents = export_top_k(study, storage, top_k)
+    if len(documents) < top_k:
+        print(
+            f"Note: study {study!r} has only {len(documents)} trained trial(s) to export, "
+            f"fewer than --top-k {top_k}; writing them all."
+        )
+    print(f"The {len(documents)} trial(s) of {study!r} with the best val_accuracy:")
+    return documents, f"top{top_k}", f"{len(documents)} best trials of study {study!r}"
 
 
 def write_export(
@@ -120,7 +135,7 @@ def write_export(
     if export_format == "json":
         texts = {output: None}
     elif export_format == "markdown":
-        texts = {output: to_markdown(entries, title or "regnas architecture")}
+        texts = {output: to_markdown(entries, title)}
     elif not is_list:
         texts = {output: to_pycls_yaml(entries[0])}
     else:
@@ -132,7 +147,7 @@ def write_export(
         }
 
     for path in texts:
-        _refuse_storage(path, storage_url)
+        _reject_storage_output(path, storage_url)
     for path, text in texts.items():
         try:
             if text is None:
@@ -148,7 +163,7 @@ def write_export(
     return list(texts)
 
 
-def _refuse_storage(path: Path, storage_url: str) -> None:
+def _reject_storage_output(path: Path, storage_url: str) -> None:
     # Writing over the SQLite file would destroy the study that the export reads from.
     for scheme in ("sqlite:///", "journal://"):
         if storage_url.startswith(scheme):

@@ -38,22 +38,23 @@ def regnet_document(trial: int = 4) -> dict[str, Any]:
     return architecture_document(spec, REGNET, 28, {"val_accuracy": 0.8}, {"trial": trial})
 
 
+def _parent(document: dict[str, Any], path: list[Any]) -> Any:
+    target: Any = document
+    for key in path[:-1]:
+        target = target[key]
+    return target
+
+
 def _set(path: list[Any], value: Any) -> Callable[[dict[str, Any]], None]:
     def edit(document: dict[str, Any]) -> None:
-        target = document
-        for key in path[:-1]:
-            target = target[key]
-        target[path[-1]] = value
+        _parent(document, path)[path[-1]] = value
 
     return edit
 
 
 def _delete(path: list[Any]) -> Callable[[dict[str, Any]], None]:
     def edit(document: dict[str, Any]) -> None:
-        target = document
-        for key in path[:-1]:
-            target = target[key]
-        del target[path[-1]]
+        del _parent(document, path)[path[-1]]
 
     return edit
 
@@ -208,7 +209,7 @@ def test_single_document_checks_trial(tmp_path: Path) -> None:
     path = save_architecture(tmp_path / "best.json", free_document(3))
 
     assert regnas.load_architecture(path, trial=3).spec == FREE_SPEC
-    with pytest.raises(ArchitectureError, match="only trial 3, not trial 4"):
+    with pytest.raises(ArchitectureError, match="contains only trial 3, not trial 4"):
         regnas.load_architecture(path, trial=4)
     with pytest.raises(TypeError, match="trial must be an integer"):
         regnas.load_architecture(path, trial="3")  # type: ignore[arg-type]

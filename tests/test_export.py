@@ -185,7 +185,7 @@ def test_cli_markdown_pareto_sections(storage: str, tmp_path: Path) -> None:
     assert len(sections) == len(parse_markdown_stages(text)) >= 1
 
 
-def test_cli_refuses_storage_as_output(storage: str) -> None:
+def test_cli_rejects_storage_output(storage: str) -> None:
     before = Path(storage).read_bytes()
 
     with pytest.raises(ValueError, match="is the study's storage file"):
