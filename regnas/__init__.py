@@ -19,11 +19,13 @@ __version__ = "0.1.0"
 __all__ = [
     "AnyNet",
     "AnyNetSpec",
+    "Architecture",
     "RegNetParams",
     "SearchConfig",
     "StageSpec",
     "TrainConfig",
     "Trainer",
+    "build_model",
     "complexity",
     "load_architecture",
     "run_search",
@@ -31,9 +33,11 @@ __all__ = [
 
 _LAZY = {
     "AnyNet": "regnas.models",
+    "Architecture": "regnas.archive",
     "SearchConfig": "regnas.study",
     "TrainConfig": "regnas.engine",
     "Trainer": "regnas.engine",
+    "build_model": "regnas.models",
     "load_architecture": "regnas.archive",
     "run_search": "regnas.workers",
 }

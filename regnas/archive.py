@@ -10,14 +10,16 @@ Layout (version 1), built-in JSON types only::
      "metrics": {...}, "provenance": {...}}
 
 `anynet` is authoritative. On load, `regnet` (when present) must expand to it and `complexity` must
-match a recount, so a hand-edited file that contradicts itself is rejected.
+match a recount, so a hand-edited file that contradicts itself is rejected. Every key, its type and
+unit, and the version rule are described in docs/architecture-format.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,20 @@ from regnas.spec import AnyNetSpec
 
 FORMAT = "regnas.architecture"
 VERSION = 1
+EXPORT_COMMAND = "python -m regnas.export --study NAME --output FILE"
+
+
+class ArchitectureError(ValueError):
+    """An architecture file or document that cannot be read.
+
+    Attributes:
+        key: Path of the offending key, such as ``anynet.stages[2].group_w``; None when the
+            problem is the file as a whole.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,45 +101,115 @@ def save_architecture(
     return path
 
 
-def load_architecture(path: str | Path) -> Architecture:
+def load_architecture(path: str | Path, trial: int | None = None) -> Architecture:
     """Read and validate an architecture file.
 
+    Args:
+        path: A file written by ``python -m regnas.export``: one document, or a list of them
+            (``--pareto``, ``--top-k``).
+        trial: For a list, the trial number (``provenance.trial``) of the entry to load. For a
+            single document it must match that document's trial, or be None.
+
     Raises:
-        ValueError: The file is not valid JSON, has another format or version, misses a key, or
-            describes an impossible or self-contradicting network; the message names the key.
+        ArchitectureError: The file is not valid JSON, has another format or version, misses a
+            key, describes an impossible or self-contradicting network, or is a list and `trial`
+            does not pick one entry. The message names the file, the key and the value.
         FileNotFoundError: The file does not exist.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"Architecture file {path} not found. Create one with "
-            "'python -m regnas.export --study NAME --output FILE'."
+            f"Architecture file {path} not found. Create one with '{EXPORT_COMMAND}'."
         )
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
+        raise ArchitectureError(
+            f"{path} is not valid JSON: {error}. Re-export it with '{EXPORT_COMMAND}'."
+        ) from None
     try:
-        return parse_architecture(document)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        prefix, entry = select_entry(document, trial)
+        try:
+            return parse_architecture(entry)
+        except ArchitectureError as error:
+            key = prefix + error.key if error.key else None
+            message = str(error).replace(f"'{error.key}'", f"'{key}'") if key else str(error)
+            raise ArchitectureError(message, key) from None
+    except ArchitectureError as error:
+        raise ArchitectureError(f"{path}: {error}", error.key) from None
+
+
+def select_entry(document: Any, trial: int | None) -> tuple[str, Any]:
+    """Pick the document of `trial` from a decoded file, with the key prefix of its position.
+
+    A single document is returned as it is (prefix ``""``). From a list, the entry whose
+    ``provenance.trial`` is `trial` is returned with the prefix ``[INDEX].``.
+    """
+    if trial is not None and (isinstance(trial, bool) or not isinstance(trial, int)):
+        raise TypeError(f"trial must be an integer trial number or None, got {trial!r}.")
+    if not isinstance(document, list):
+        found = _trial_of(document)
+        if trial is not None and found != trial:
+            raise ArchitectureError(
+                f"the file contains only trial {found}, not trial {trial}. Pass trial={found} "
+                "or trial=None.",
+                key="provenance.trial",
+            )
+        return "", document
+
+    numbers = [_trial_of(entry) for entry in document]
+    if not document:
+        raise ArchitectureError(
+            "the file contains an empty list of architectures. Re-export it with "
+            f"'{EXPORT_COMMAND}'."
+        )
+    if trial is None:
+        raise ArchitectureError(
+            f"the file contains {len(document)} architectures, of trials {numbers}. Pass trial=N "
+            "(or --trial N on the command line) to pick one."
+        )
+    if trial not in numbers:
+        raise ArchitectureError(
+            f"the file contains no architecture of trial {trial}, only trials {numbers}. "
+            "Pass one of these as trial=N."
+        )
+    index = numbers.index(trial)
+    return f"[{index}].", document[index]
+
+
+def _trial_of(entry: Any) -> Any:
+    provenance = entry.get("provenance") if isinstance(entry, Mapping) else None
+    return provenance.get("trial") if isinstance(provenance, Mapping) else None
 
 
 def parse_architecture(document: Any) -> Architecture:
-    """Validate a decoded architecture document (see `load_architecture`)."""
+    """Validate a decoded architecture document (see `load_architecture`).
+
+    Raises:
+        ArchitectureError: Anything `load_architecture` rejects in a document; `key` names
+            the offending key.
+    """
     if not isinstance(document, Mapping):
-        raise ValueError(f"expected a JSON object, got {type(document).__name__}")
-    if document.get("format") != FORMAT:
-        raise ValueError(f"'format' is {document.get('format')!r}, expected {FORMAT!r}")
-    if document.get("version") != VERSION:
-        raise ValueError(
-            f"'version' is {document.get('version')!r}; this regnas reads version "
-            f"{VERSION}. Upgrade regnas to read newer files."
+        raise ArchitectureError(
+            f"expected a JSON object, got {type(document).__name__}. Re-export the file with "
+            f"'{EXPORT_COMMAND}'."
         )
+    _check_header(document)
     for key in ("anynet", "regnet", "complexity"):
         if key not in document:
-            raise ValueError(f"missing key {key!r}")
-    spec = AnyNetSpec.from_dict(document["anynet"])
+            raise ArchitectureError(
+                f"missing key '{key}'. Re-export the file with '{EXPORT_COMMAND}'.", key
+            )
+    for key in ("metrics", "provenance"):
+        value = document.get(key)
+        if value is not None and not isinstance(value, Mapping):
+            raise ArchitectureError(
+                f"'{key}' is {value!r}; expected an object or null. Fix the value or delete "
+                "the key, which is informational.",
+                key,
+            )
+
+    spec = _parse_anynet(document["anynet"])
     regnet = _parse_regnet(document["regnet"], spec)
     image_size, counts = _parse_complexity(document["complexity"], spec)
     return Architecture(
@@ -136,45 +222,165 @@ def parse_architecture(document: Any) -> Architecture:
     )
 
 
+def _check_header(document: Mapping[str, Any]) -> None:
+    found = document.get("format")
+    if found != FORMAT:
+        raise ArchitectureError(
+            f"'format' is {found!r}; expected {FORMAT!r}. This is not a regnas architecture "
+            f"file; create one with '{EXPORT_COMMAND}'.",
+            "format",
+        )
+    version = document.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ArchitectureError(
+            f"'version' is {version!r}; expected the integer {VERSION}. Re-export the file "
+            f"with '{EXPORT_COMMAND}'.",
+            "version",
+        )
+    if version > VERSION:
+        raise ArchitectureError(
+            f"'version' is {version}, but this regnas reads versions up to {VERSION}. "
+            "A newer regnas wrote the file: upgrade regnas to read it.",
+            "version",
+        )
+    if version < 1:
+        raise ArchitectureError(
+            f"'version' is {version}, but versions start at 1. Re-export the file with "
+            f"'{EXPORT_COMMAND}'.",
+            "version",
+        )
+
+
+# A rule is a test of a value and what the value must be, as the error message states it.
+_Rule = tuple[Callable[[Any], bool], str]
+
+
+def _is_integer(value: Any, minimum: int) -> bool:
+    # bool is an int subclass; True as a width is always a mistake.
+    return not isinstance(value, bool) and isinstance(value, int) and value >= minimum
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+_POSITIVE_INTEGER: _Rule = (lambda value: _is_integer(value, 1), "an integer >= 1")
+_POSITIVE_NUMBER: _Rule = (lambda value: _is_number(value) and value > 0, "a number > 0")
+_SE_RATIO: _Rule = (
+    lambda value: _is_number(value) and 0 <= value < 1,
+    "a number in [0, 1), 0 for no squeeze-excitation",
+)
+_ANYNET_RULES: dict[str, _Rule] = {
+    "in_channels": _POSITIVE_INTEGER,
+    "num_classes": _POSITIVE_INTEGER,
+    "stem_w": _POSITIVE_INTEGER,
+    "stem_stride": _POSITIVE_INTEGER,
+}
+_STAGE_RULES: dict[str, _Rule] = {
+    "depth": _POSITIVE_INTEGER,
+    "width": _POSITIVE_INTEGER,
+    "stride": _POSITIVE_INTEGER,
+    "group_w": _POSITIVE_INTEGER,
+    "bot_mul": _POSITIVE_NUMBER,
+    "se_ratio": _SE_RATIO,
+}
+_REGNET_RULES: dict[str, _Rule] = {
+    "depth": _POSITIVE_INTEGER,
+    "w0": (
+        lambda value: _is_integer(value, 8) and value % 8 == 0,
+        "a positive multiple of 8",
+    ),
+    "wa": (lambda value: _is_number(value) and value >= 0, "a number >= 0"),
+    "wm": (lambda value: _is_number(value) and value > 1, "a number > 1"),
+    "group_w": _POSITIVE_INTEGER,
+    "bot_mul": _POSITIVE_NUMBER,
+    "se_ratio": _SE_RATIO,
+}
+
+
+def _check_keys(where: str, data: Any, rules: Mapping[str, _Rule]) -> None:
+    """Check that `data` is an object whose keys in `rules` exist and obey their rule."""
+    if not isinstance(data, Mapping):
+        raise ArchitectureError(
+            f"'{where}' is {data!r}; expected an object with keys {list(rules)}.", where
+        )
+    for key, (valid, expected) in rules.items():
+        path = f"{where}.{key}"
+        if key not in data:
+            raise ArchitectureError(
+                f"missing key '{path}', which must be {expected}. Add it, or re-export the "
+                f"file with '{EXPORT_COMMAND}'.",
+                path,
+            )
+        if not valid(data[key]):
+            raise ArchitectureError(
+                f"'{path}' is {data[key]!r}; it must be {expected}. Fix the value, or "
+                f"re-export the file with '{EXPORT_COMMAND}'.",
+                path,
+            )
+
+
+def _parse_anynet(data: Any) -> AnyNetSpec:
+    _check_keys("anynet", data, {**_ANYNET_RULES, "stages": (lambda _: True, "a list")})
+    stages = data["stages"]
+    if not isinstance(stages, list) or not stages:
+        raise ArchitectureError(
+            f"'anynet.stages' is {stages!r}; it must be a non-empty list of stage objects.",
+            "anynet.stages",
+        )
+    for index, stage in enumerate(stages):
+        where = f"anynet.stages[{index}]"
+        _check_keys(where, stage, _STAGE_RULES)
+        inner = round(stage["width"] * stage["bot_mul"])
+        if inner % stage["group_w"]:
+            raise ArchitectureError(
+                f"'{where}.group_w' is {stage['group_w']!r}, but it must divide the bottleneck "
+                f"width {inner} (width {stage['width']} x bot_mul {stage['bot_mul']}). Use a "
+                f"group_w that divides {inner}, such as {math.gcd(inner, stage['group_w'])}, "
+                "or change the width.",
+                f"{where}.group_w",
+            )
+    try:
+        return AnyNetSpec.from_dict(data)
+    except (TypeError, ValueError) as error:
+        # The checks above mirror AnyNetSpec's, so this is a rule they do not know yet.
+        raise ArchitectureError(f"invalid 'anynet': {error}", "anynet") from None
+
+
 def _parse_regnet(data: Any, spec: AnyNetSpec) -> RegNetParams | None:
     if data is None:
         return None
-    if not isinstance(data, Mapping):
-        raise ValueError(f"'regnet' must be an object or null, got {data!r}")
-    names = [field.name for field in dataclasses.fields(RegNetParams)]
-    missing = [name for name in names if name not in data]
-    if missing:
-        raise ValueError(f"'regnet' is missing key(s) {missing}")
+    _check_keys("regnet", data, _REGNET_RULES)
     try:
-        regnet = RegNetParams(**{name: data[name] for name in names})
+        regnet = RegNetParams(**{name: data[name] for name in _REGNET_RULES})
+        expanded = regnet.to_anynet(
+            stem_w=spec.stem_w,
+            stem_stride=spec.stem_stride,
+            in_channels=spec.in_channels,
+            num_classes=spec.num_classes,
+        )
     except (TypeError, ValueError) as error:
-        raise ValueError(f"invalid 'regnet': {error}") from None
-    expanded = regnet.to_anynet(
-        stem_w=spec.stem_w,
-        stem_stride=spec.stem_stride,
-        in_channels=spec.in_channels,
-        num_classes=spec.num_classes,
-    )
+        raise ArchitectureError(f"invalid 'regnet': {error}", "regnet") from None
     if expanded != spec:
-        raise ValueError(
+        raise ArchitectureError(
             f"'regnet' expands to stage widths {expanded.stage_widths} and depths "
             f"{expanded.stage_depths}, but 'anynet' has {spec.stage_widths} and "
-            f"{spec.stage_depths}; fix one of them or set 'regnet' to null"
+            f"{spec.stage_depths}. Fix one of them, or set 'regnet' to null.",
+            "regnet",
         )
     return regnet
 
 
 def _parse_complexity(data: Any, spec: AnyNetSpec) -> tuple[int, dict[str, int]]:
-    if not isinstance(data, Mapping) or "image_size" not in data:
-        raise ValueError(f"'complexity' must be an object with 'image_size', got {data!r}")
+    _check_keys("complexity", data, {"image_size": _POSITIVE_INTEGER})
     image_size = data["image_size"]
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
-        raise ValueError(f"'complexity.image_size' must be a positive integer, got {image_size!r}")
     counts = complexity(spec, image_size)
     for key, value in counts.items():
         if key in data and data[key] != value:
-            raise ValueError(
-                f"'complexity.{key}' is {data[key]!r}, but the architecture has "
-                f"{value} at {image_size}x{image_size}"
+            raise ArchitectureError(
+                f"'complexity.{key}' is {data[key]!r}, but the architecture has {value} at "
+                f"{image_size}x{image_size}. Set it to {value} or delete it; it is recounted "
+                "on load.",
+                f"complexity.{key}",
             )
     return image_size, counts

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from regnas.archive import Architecture
 from regnas.complexity import se_width
 from regnas.spec import AnyNetSpec, StageSpec
 
@@ -169,6 +170,28 @@ class AnyNet(nn.Module):
                 )
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(spec.num_classes, kernel_init=_head_init, name="head")(x)
+
+
+def build_model(
+    architecture: AnyNetSpec | Architecture, grouped_conv: GroupedConvImpl = "auto"
+) -> AnyNet:
+    """Build the Flax `AnyNet` of a spec, or of a loaded architecture file.
+
+    Args:
+        architecture: An `AnyNetSpec`, or the `Architecture` that `load_architecture` returns.
+        grouped_conv: How grouped convolutions run; see `resolve_grouped_conv`.
+
+    Raises:
+        TypeError: `architecture` is neither.
+    """
+    if isinstance(architecture, Architecture):
+        architecture = architecture.spec
+    if not isinstance(architecture, AnyNetSpec):
+        raise TypeError(
+            "build_model takes an AnyNetSpec or the Architecture from "
+            f"regnas.load_architecture(path), got {type(architecture).__name__}."
+        )
+    return AnyNet(architecture, grouped_conv)
 
 
 def init_variables(model: AnyNet, seed: int, input_shape: tuple[int, ...]) -> dict[str, Any]:

@@ -30,6 +30,23 @@ def export_best(study_name: str, storage: str | None) -> dict[str, Any]:
     return _document(study, best, storage_url)
 
 
+def export_top_k(study_name: str, storage: str | None, k: int) -> list[dict[str, Any]]:
+    """Return the documents of the `k` trained trials with the best validation accuracy.
+
+    Trials are ranked as in `export_best`, so the first document is the one it returns. A study
+    with fewer than `k` trained trials returns them all.
+
+    Raises:
+        ValueError: `k` is below 1, the storage or study does not exist, or the study has no
+            completed trial.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be an integer >= 1, the number of trials to export; got {k!r}.")
+    storage_url, study = _load(study_name, storage)
+    ranked = sorted(_trained(study), key=lambda trial: (-_accuracy(trial), trial.number))
+    return [_document(study, trial, storage_url) for trial in ranked[:k]]
+
+
 def export_pareto(study_name: str, storage: str | None) -> list[dict[str, Any]]:
     """Return the documents of the trials on the error-MFLOPs Pareto front, cheapest first.
 
