@@ -26,6 +26,7 @@ __all__ = [
     "Trainer",
     "complexity",
     "load_architecture",
+    "load_trained",
     "run_search",
 ]
 
@@ -35,6 +36,7 @@ _LAZY = {
     "TrainConfig": "regnas.engine",
     "Trainer": "regnas.engine",
     "load_architecture": "regnas.archive",
+    "load_trained": "regnas.trained",
     "run_search": "regnas.workers",
 }
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from regnas import data as data_lib
 from regnas.archive import Architecture, parse_architecture
 from regnas.checkpoint import read_msgpack, restore_tree, write_atomic
 from regnas.engine import PIXEL_MEAN, PIXEL_STD
@@ -181,3 +182,21 @@ def evaluate_model(
     correct = int(np.sum(np.argmax(logits, axis=-1) == labels))
     loss = optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), labels)
     return correct / len(labels), float(jnp.mean(loss))
+
+
+def evaluate_test_set(path: str | Path, data_dir: str | None = None) -> dict[str, Any]:
+    """Load a saved model and return its test accuracy and loss as a JSON-ready dict.
+
+    Args:
+        path: A run directory or a model file (see `load_trained`).
+        data_dir: Directory with the Fashion-MNIST files; None searches the defaults.
+    """
+    model = load_trained(path)
+    images, labels = data_lib.load_arrays(data_lib.find_data_dir(data_dir), train=False)
+    accuracy, loss = evaluate_model(model, images, labels)
+    return {
+        "model": str(model.path),
+        "test_accuracy": accuracy,
+        "test_loss": loss,
+        "test_images": len(labels),
+    }
