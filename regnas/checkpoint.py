@@ -17,6 +17,7 @@ from typing import Any
 
 from flax import serialization
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from regnas.engine import Trainer, TrainState
@@ -104,7 +105,7 @@ def load_checkpoint(
     state = TrainState(
         restored["params"], restored["batch_stats"], opt_state, restored["ema"] or None
     )
-    key = jax.random.wrap_key_data(np.asarray(raw["key"]))
+    key = jax.random.wrap_key_data(jnp.asarray(raw["key"]))
     trainer.restore(state, int(raw["epoch"]), key)
     return list(json.loads(raw["history"]))
 

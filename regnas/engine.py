@@ -442,15 +442,17 @@ class Trainer:
             self.key, epoch_key = jax.random.split(self.key)
             start = time.perf_counter()
             order, totals = self._epoch_order(epoch_key), jnp.zeros(2)
-            images = self.data.train_images
+            epoch_images = self.data.train_images
             if self.config.augments:
                 # A key derived from the epoch key leaves the batch order as without augmentation.
-                images = self._augmented_images(jax.random.fold_in(epoch_key, 1))
+                epoch_images = self._augmented_images(jax.random.fold_in(epoch_key, 1))
             # NOTE: one host dispatch per segment and step on purpose. The same steps inside
             # `lax.scan` ran 8x slower on XLA:CPU (jax 0.10.2) because convolutions in a loop
             # body miss the fast path (scripts/bench_engine.py, docs/benchmarks.md).
             for step in range(self.steps_per_epoch):
-                self.state, totals = self._train_step(self.state, totals, order, step, images)
+                self.state, totals = self._train_step(
+                    self.state, totals, order, step, epoch_images
+                )
                 if self.state.ema is not None:
                     count = (epoch - 1) * self.steps_per_epoch + step
                     self.state.ema = _update_ema(
@@ -516,9 +518,9 @@ def _update_ema(
 ) -> dict[str, Any]:
     # A shorter average over the first steps, so that the random initial weights fade fast:
     # after `count` steps the decay is at most (1 + count) / (10 + count).
-    decay = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+    rate = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
     current = {"params": params, "batch_stats": batch_stats}
-    return jax.tree_util.tree_map(lambda old, new: decay * old + (1 - decay) * new, ema, current)
+    return jax.tree_util.tree_map(lambda old, new: rate * old + (1 - rate) * new, ema, current)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))

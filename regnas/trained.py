@@ -126,7 +126,7 @@ class TrainedModel:
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _apply(module: AnyNet, variables: dict[str, Any], pixels: jax.Array) -> jax.Array:
+def _apply(module: AnyNet, variables: dict[str, Any], pixels: jax.Array) -> Any:
     return module.apply(variables, pixels, False)
 
 
