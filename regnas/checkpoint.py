@@ -84,7 +84,12 @@ def load_checkpoint(
         ValueError: The file is not a regnas checkpoint, or it was written with other settings;
             the message names the first differing setting. The file is left untouched.
     """
-    raw = read_msgpack(path, FORMAT, VERSION, "a training checkpoint")
+    try:
+        raw = read_msgpack(path, FORMAT, VERSION, "a training checkpoint")
+    except ValueError as error:
+        raise ValueError(
+            f"{error} Pass --fresh to replace it, or another --checkpoint-dir."
+        ) from None
     saved = json.loads(raw["settings"])
     current = json.loads(json.dumps(settings, sort_keys=True))
     for name in sorted(set(saved) | set(current)):

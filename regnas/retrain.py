@@ -126,6 +126,7 @@ def retrain(
         "config": str(config_path),
         "run_dir": str(run_dir),
         "model": str(model_file),
+        "architecture": spec.to_dict(),
         "test_accuracy": test_accuracy,
         "test_loss": test_loss,
     }
@@ -184,24 +185,32 @@ def _train(
     options: RunOptions,
 ) -> None:
     """Train the remaining epochs, checkpointing and logging after each one."""
-    epochs = trainer.config.epochs
     progress = _EpochProgress(trainer) if options.progress else None
-    for result in trainer.epochs(evaluate=options.eval_every_epoch, on_step=progress):
-        history.append(_epoch_record(result, options.eval_every_epoch))
-        save_checkpoint(checkpoint, trainer, settings, history)
-        evaluation = (
-            f", test accuracy {result.eval_accuracy:.4f}" if options.eval_every_epoch else ""
-        )
+    try:
+        for result in trainer.epochs(evaluate=options.eval_every_epoch, on_step=progress):
+            history.append(_epoch_record(result, options.eval_every_epoch))
+            save_checkpoint(checkpoint, trainer, settings, history)
+            _log_epoch(result, trainer.config.epochs, options.eval_every_epoch)
+    except KeyboardInterrupt:
         _logger.info(
-            "epoch %d/%d: loss %.4f, train accuracy %.4f%s, %.1fs, %.0f images/s",
-            result.epoch,
-            epochs,
-            result.train_loss,
-            result.train_accuracy,
-            evaluation,
-            result.train_seconds,
-            result.images_per_second,
+            "Interrupted; rerun the same command to resume from the last checkpoint, %s",
+            checkpoint,
         )
+        raise
+
+
+def _log_epoch(result: EpochResult, epochs: int, evaluated: bool) -> None:
+    evaluation = f", test accuracy {result.eval_accuracy:.4f}" if evaluated else ""
+    _logger.info(
+        "epoch %d/%d: loss %.4f, train accuracy %.4f%s, %.1fs, %.0f images/s",
+        result.epoch,
+        epochs,
+        result.train_loss,
+        result.train_accuracy,
+        evaluation,
+        result.train_seconds,
+        result.images_per_second,
+    )
 
 
 def _epoch_record(result: EpochResult, evaluated: bool) -> dict[str, Any]:

@@ -158,6 +158,7 @@ def test_summary_file_matches_result(architecture: Path, idx_dir: Path, tmp_path
 
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
     assert summary["config"] == str(architecture)
+    assert summary["architecture"] == SPEC.to_dict()
     assert summary["params"] == complexity(SPEC, 28)["params"]
     assert summary["train_images"] == 512
     assert summary["images_per_second"] > 0
@@ -179,3 +180,20 @@ def test_saved_model_reproduces_test_accuracy(
     assert model.spec == SPEC
     assert predictions.shape == (len(labels),)
     assert float(np.mean(predictions == labels)) == summary["test_accuracy"]
+
+
+def test_unreadable_checkpoint_explains_fix(
+    architecture: Path, idx_dir: Path, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "run" / CHECKPOINT_NAME
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"\xc1 not msgpack")
+    config = TrainConfig(epochs=1, batch_size=64)
+
+    with pytest.raises(ValueError, match="is not a training checkpoint") as error:
+        run(architecture, idx_dir, tmp_path / "run", config)
+
+    assert str(checkpoint) in str(error.value)
+    assert "--fresh" in str(error.value)
+    assert checkpoint.read_bytes() == b"\xc1 not msgpack"
+    assert run(architecture, idx_dir, tmp_path / "run", config, fresh=True)["epochs"] == 1
