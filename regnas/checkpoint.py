@@ -8,7 +8,9 @@ complete checkpoint behind. A run resumes only with the settings that wrote the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+import contextlib
+import fcntl
 import json
 import os
 from pathlib import Path
@@ -24,8 +26,31 @@ from regnas.engine import Trainer, TrainState
 
 
 CHECKPOINT_NAME = "checkpoint.msgpack"
+LOCK_NAME = "checkpoint.lock"
 FORMAT = "regnas.checkpoint"
 VERSION = 1
+
+
+@contextlib.contextmanager
+def checkpoint_lock(directory: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `directory` so that two runs never share a checkpoint.
+
+    The lock is an `fcntl.flock` on a file in the directory; the system releases it when the
+    process ends, so a killed run leaves no stale lock behind.
+
+    Raises:
+        ValueError: Another process holds the lock.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / LOCK_NAME, "a") as lock_file:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"Another run is using the checkpoint directory {directory}. Wait for it to "
+                "finish, or pass another --checkpoint-dir."
+            ) from None
+        yield
 
 
 def write_atomic(path: Path, payload: bytes) -> None:

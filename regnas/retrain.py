@@ -21,7 +21,13 @@ from tqdm import tqdm
 
 from regnas import data as data_lib
 from regnas.archive import load_architecture
-from regnas.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, write_atomic
+from regnas.checkpoint import (
+    CHECKPOINT_NAME,
+    checkpoint_lock,
+    load_checkpoint,
+    save_checkpoint,
+    write_atomic,
+)
 from regnas.complexity import complexity
 from regnas.engine import DeviceData, EpochResult, TrainConfig, Trainer
 from regnas.trained import MODEL_NAME, evaluate_model, load_trained, save_model
@@ -106,21 +112,22 @@ def retrain(
         train_images, train_labels, test_images, test_labels, train_config.batch_size
     )
     trainer = Trainer(spec, train_config, device_data)
-    history = _resume(trainer, checkpoint, settings, options.fresh)
-    resumed_after = trainer.epoch
-    compile_seconds = trainer.compile()
-    _logger.info(
-        "Compiled in %.1fs; %d of %d epochs left, on %d images; checkpoint %s",
-        compile_seconds,
-        train_config.epochs - trainer.epoch,
-        train_config.epochs,
-        len(train_images),
-        checkpoint,
-    )
-    _train(trainer, history, checkpoint, settings, options)
-
     model_file = run_dir / MODEL_NAME
-    save_model(model_file, document, trainer.final_variables())
+    with checkpoint_lock(checkpoint.parent):
+        history = _resume(trainer, checkpoint, settings, options.fresh)
+        resumed_after = trainer.epoch
+        compile_seconds = trainer.compile()
+        _logger.info(
+            "Compiled in %.1fs; %d of %d epochs left, on %d images; checkpoint %s",
+            compile_seconds,
+            train_config.epochs - trainer.epoch,
+            train_config.epochs,
+            len(train_images),
+            checkpoint,
+        )
+        _train(trainer, history, checkpoint, settings, options)
+        save_model(model_file, document, trainer.final_variables())
+
     test_accuracy, test_loss = evaluate_model(load_trained(model_file), test_images, test_labels)
     summary = {
         "config": str(config_path),

@@ -14,7 +14,7 @@ import pytest
 from regnas import data as data_lib
 from regnas import retrain as retrain_lib
 from regnas.archive import architecture_document, save_architecture
-from regnas.checkpoint import CHECKPOINT_NAME
+from regnas.checkpoint import CHECKPOINT_NAME, checkpoint_lock
 from regnas.complexity import complexity
 from regnas.engine import TrainConfig
 from regnas.retrain import RunOptions, retrain
@@ -197,3 +197,18 @@ def test_unreadable_checkpoint_explains_fix(
     assert "--fresh" in str(error.value)
     assert checkpoint.read_bytes() == b"\xc1 not msgpack"
     assert run(architecture, idx_dir, tmp_path / "run", config, fresh=True)["epochs"] == 1
+
+
+def test_concurrent_run_is_rejected(architecture: Path, idx_dir: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+
+    with (
+        checkpoint_lock(tmp_path / "run"),
+        pytest.raises(ValueError, match="Another run") as error,
+    ):
+        run(architecture, idx_dir, tmp_path / "run", config)
+
+    assert str(tmp_path / "run") in str(error.value)
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+    # The lock ends with the run that held it.
+    assert run(architecture, idx_dir, tmp_path / "run", config)["epochs"] == 1
