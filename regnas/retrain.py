@@ -91,7 +91,8 @@ def retrain(
         The JSON-ready summary that is also written to ``summary.json``.
 
     Raises:
-        ValueError: Bad input, or a checkpoint written with other settings.
+        ValueError: Bad input, a checkpoint written with other settings, or another run
+            using the checkpoint directory.
     """
     options = options or RunOptions()
     start = time.perf_counter()
