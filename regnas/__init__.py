@@ -28,6 +28,7 @@ __all__ = [
     "build_model",
     "complexity",
     "load_architecture",
+    "load_trained",
     "run_search",
 ]
 
@@ -39,6 +40,7 @@ _LAZY = {
     "Trainer": "regnas.engine",
     "build_model": "regnas.models",
     "load_architecture": "regnas.archive",
+    "load_trained": "regnas.trained",
     "run_search": "regnas.workers",
 }
 

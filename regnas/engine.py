@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from regnas.augment import augment_images
 from regnas.models import (
     AnyNet,
     BottleneckBlock,
@@ -46,7 +47,16 @@ class TrainConfig:
         momentum: Nesterov momentum of SGD.
         weight_decay: L2 penalty on convolution and dense kernels (not on BatchNorm or biases).
         warmup_epochs: Length of the linear warm-up; the cosine decay to zero follows.
-        seed: Seed of parameter initialization and batch order.
+        seed: Seed of parameter initialization, batch order and augmentation.
+        crop_padding: Zero padding, in pixels, around each training image before a random crop
+            back to its size; 0 disables random cropping.
+        flip: Whether to mirror half of the training images left to right, at random.
+        label_smoothing: Weight of the uniform distribution mixed into the one-hot targets of
+            the training loss; 0 trains on plain cross-entropy.
+        ema_decay: Decay of an exponential moving average of the parameters and BatchNorm
+            statistics, updated after every step; 0 keeps no average.
+
+    The last four default to off, which is how searches train.
     """
 
     epochs: int = 10
@@ -56,16 +66,34 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: float = 1.0
     seed: int = 0
+    crop_padding: int = 0
+    flip: bool = False
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        padding = self.crop_padding
+        if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= 8:
+            raise ValueError(f"crop_padding must be an integer in [0, 8] pixels, got {padding!r}.")
+        if not isinstance(self.flip, bool):
+            raise ValueError(f"flip must be True or False, got {self.flip!r}.")
+        for name in ("label_smoothing", "ema_decay"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
         for name in ("lr", "momentum", "weight_decay", "warmup_epochs"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+
+    @property
+    def augments(self) -> bool:
+        """Whether training images are cropped or flipped at random."""
+        return self.crop_padding > 0 or self.flip
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -157,11 +185,16 @@ class _Segment:
 
 @dataclasses.dataclass
 class TrainState:
-    """Parameters, BatchNorm statistics and optimizer state, as trees keyed like AnyNet's."""
+    """Parameters, BatchNorm statistics and optimizer state, as trees keyed like AnyNet's.
+
+    `ema` is the moving average of ``{"params": ..., "batch_stats": ...}`` when
+    `TrainConfig.ema_decay` is above 0, and None otherwise.
+    """
 
     params: dict[str, Any]
     batch_stats: dict[str, Any]
     opt_state: dict[tuple[str, ...], Any]
+    ema: dict[str, Any] | None = None
 
 
 # Segment keys with the input shapes that `Trainer.compile` has compiled them for.
@@ -205,6 +238,10 @@ class Trainer:
         self.optimizer = make_optimizer(config, self.steps_per_epoch)
         self.segments = self._segments()
         self.state = self._init_state()
+        # Epochs trained so far, and the key that the next epoch splits its batch order and
+        # augmentation key from; a checkpoint stores both (see `restore`).
+        self.epoch = 0
+        self.key = jax.random.key(config.seed + 1)
         self._compiled = False
 
     def _segments(self) -> list[_Segment]:
@@ -238,7 +275,28 @@ class Trainer:
             )
             for segment in self.segments
         }
-        return TrainState(params, batch_stats, opt_state)
+        ema = None
+        if self.config.ema_decay:
+            # Copies, because the train step donates the buffers of `params`.
+            ema = jax.tree_util.tree_map(jnp.copy, {"params": params, "batch_stats": batch_stats})
+        return TrainState(params, batch_stats, opt_state, ema)
+
+    def restore(self, state: TrainState, epoch: int, key: jax.Array) -> None:
+        """Continue from a checkpoint: `epochs()` then trains epochs ``epoch + 1`` onwards.
+
+        Args:
+            state: The state after `epoch` epochs, with this trainer's tree structure.
+            epoch: Epochs already trained, in [0, config.epochs].
+            key: The value of `key` after that epoch.
+        """
+        if not 0 <= epoch <= self.config.epochs:
+            raise ValueError(f"epoch must be in [0, {self.config.epochs}], got {epoch}.")
+        put = jax.device_put
+        ema = None if state.ema is None else put(state.ema)
+        self.state = TrainState(
+            put(state.params), put(state.batch_stats), put(state.opt_state), ema
+        )
+        self.epoch, self.key = epoch, key
 
     def _functions(self, segment: _Segment) -> dict[str, Any]:
         functions = _SEGMENT_FUNCTIONS.get(segment.key)
@@ -250,7 +308,9 @@ class Trainer:
                 _, block, stride, _, impl, _ = segment.key
                 functions = _block_functions(BottleneckBlock(block, stride, impl), self.optimizer)
             else:
-                functions = _head_functions(self.spec.num_classes, self.optimizer)
+                functions = _head_functions(
+                    self.spec.num_classes, self.optimizer, self.config.label_smoothing
+                )
             _SEGMENT_FUNCTIONS[segment.key] = functions
         return functions
 
@@ -261,6 +321,15 @@ class Trainer:
         state, so training and evaluation afterwards compile nothing.
         """
         start = time.perf_counter()
+        # The jit caches of augmentation and EMA make these calls cheap after the first.
+        if self.config.augments:
+            jax.block_until_ready(self._augmented_images(jax.random.key(0)))
+        if self.state.ema is not None:
+            copy_ema = jax.tree_util.tree_map(jnp.copy, self.state.ema)
+            state = self.state
+            jax.block_until_ready(
+                _update_ema(copy_ema, state.params, state.batch_stats, self.config.ema_decay, 0)
+            )
         signatures = self._signatures()
         if signatures <= _COMPILED_SIGNATURES:
             self._compiled = True
@@ -294,13 +363,20 @@ class Trainer:
         return signatures
 
     def _train_step(
-        self, state: TrainState, totals: jax.Array, order: jax.Array, step: int
+        self,
+        state: TrainState,
+        totals: jax.Array,
+        order: jax.Array,
+        step: int,
+        images: jax.Array | None = None,
     ) -> tuple[TrainState, jax.Array]:
+        """Run one SGD step on ``images[order[step]]``; `images` defaults to the training set."""
         data, params, stats = self.data, state.params, state.batch_stats
+        images = data.train_images if images is None else images
         new_params, new_stats, new_opt = dict(params), dict(stats), dict(state.opt_state)
         stem, *blocks, head = self.segments
         x, stem_stats, stem_vjp = self._functions(stem)["forward"](
-            _pick(params, stem.names), _pick(stats, stem.names), data.train_images, order, step
+            _pick(params, stem.names), _pick(stats, stem.names), images, order, step
         )
         new_stats.update(stem_stats)
         pullbacks = []
@@ -323,7 +399,7 @@ class Trainer:
             stem_vjp, grad_x, _pick(params, stem.names), state.opt_state[stem.names]
         )
         new_params.update(stem_params)
-        return TrainState(new_params, new_stats, new_opt), totals
+        return TrainState(new_params, new_stats, new_opt, state.ema), totals
 
     def _eval_batch(self, state: TrainState, totals: jax.Array, batch: int) -> jax.Array:
         data, params, stats = self.data, state.params, state.batch_stats
@@ -338,28 +414,57 @@ class Trainer:
             params["head"], x, data.eval_labels, data.eval_mask, batch, totals
         )
 
-    def epochs(self, evaluate: bool = True) -> Iterator[EpochResult]:
-        """Train epoch by epoch, yielding the metrics after each one.
+    def epochs(
+        self,
+        evaluate: bool = True,
+        on_step: Callable[[int, jax.Array], None] | None = None,
+    ) -> Iterator[EpochResult]:
+        """Train the remaining epochs one by one, yielding the metrics after each.
+
+        Batch order and augmentation of an epoch depend only on the seed and the epoch number,
+        so a run restored from a checkpoint (`restore`) continues exactly as an uninterrupted
+        one would. `epoch`, `key` and `state` are up to date whenever a result is yielded.
 
         Args:
             evaluate: Whether to evaluate after every epoch; when False the evaluation fields
                 of each result are NaN, which keeps a test set out of training decisions.
+            on_step: Called after every step with the 1-based step number within the epoch and
+                the device array of summed (loss, accuracy) so far. Reading that array waits
+                for the device, so a progress display should read it only now and then.
 
         Raises:
             NonFiniteLossError: The mean training loss of an epoch was NaN or infinite.
         """
         if not self._compiled:
             self.compile()
-        key = jax.random.key(self.config.seed + 1)
-        for epoch in range(1, self.config.epochs + 1):
-            key, epoch_key = jax.random.split(key)
+        while self.epoch < self.config.epochs:
+            epoch = self.epoch + 1
+            self.key, epoch_key = jax.random.split(self.key)
             start = time.perf_counter()
             order, totals = self._epoch_order(epoch_key), jnp.zeros(2)
+            epoch_images = self.data.train_images
+            if self.config.augments:
+                # A key derived from the epoch key leaves the batch order as without augmentation.
+                epoch_images = self._augmented_images(jax.random.fold_in(epoch_key, 1))
             # NOTE: one host dispatch per segment and step on purpose. The same steps inside
             # `lax.scan` ran 8x slower on XLA:CPU (jax 0.10.2) because convolutions in a loop
             # body miss the fast path (scripts/bench_engine.py, docs/benchmarks.md).
             for step in range(self.steps_per_epoch):
-                self.state, totals = self._train_step(self.state, totals, order, step)
+                self.state, totals = self._train_step(
+                    self.state, totals, order, step, epoch_images
+                )
+                if self.state.ema is not None:
+                    count = (epoch - 1) * self.steps_per_epoch + step
+                    self.state.ema = _update_ema(
+                        self.state.ema,
+                        self.state.params,
+                        self.state.batch_stats,
+                        self.config.ema_decay,
+                        count,
+                    )
+                if on_step is not None:
+                    on_step(step + 1, totals)
+            self.epoch = epoch
             loss, accuracy = (
                 float(value) / self.steps_per_epoch for value in jax.device_get(totals)
             )
@@ -372,19 +477,50 @@ class Trainer:
                 epoch, loss, accuracy, eval_accuracy, eval_loss, seconds, images / seconds
             )
 
-    def evaluate(self) -> tuple[float, float]:
-        """Return (accuracy, mean loss) on the evaluation images, with BatchNorm statistics."""
+    def evaluate(self, averaged: bool = False) -> tuple[float, float]:
+        """Return (accuracy, mean loss) on the evaluation images, with BatchNorm statistics.
+
+        Args:
+            averaged: Whether to evaluate the moving average of the weights and statistics
+                instead of the current ones; requires `TrainConfig.ema_decay` above 0.
+        """
         if not self._compiled:
             self.compile()
+        state = self.state
+        if averaged:
+            if state.ema is None:
+                raise ValueError("averaged=True needs a TrainConfig with ema_decay above 0.")
+            state = TrainState(state.ema["params"], state.ema["batch_stats"], state.opt_state)
         data, totals = self.data, jnp.zeros(2)
         for batch in range(len(data.eval_images) // self.config.batch_size):
-            totals = self._eval_batch(self.state, totals, batch)
+            totals = self._eval_batch(state, totals, batch)
         correct, loss_sum = jax.device_get(totals)
         return float(correct) / data.eval_count, float(loss_sum) / data.eval_count
+
+    def final_variables(self) -> dict[str, Any]:
+        """Return the variables to keep after training: the moving average when there is one."""
+        if self.state.ema is not None:
+            return dict(self.state.ema)
+        return {"params": self.state.params, "batch_stats": self.state.batch_stats}
 
     def _epoch_order(self, key: jax.Array) -> jax.Array:
         count, steps = len(self.data.train_images), self.steps_per_epoch
         return _epoch_order(key, count, steps, self.config.batch_size)
+
+    def _augmented_images(self, key: jax.Array) -> jax.Array:
+        config = self.config
+        return augment_images(key, self.data.train_images, config.crop_padding, config.flip)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def _update_ema(
+    ema: dict[str, Any], params: Any, batch_stats: Any, decay: float, count: int
+) -> dict[str, Any]:
+    # A shorter average over the first steps, so that the random initial weights fade fast:
+    # after `count` steps the decay is at most (1 + count) / (10 + count).
+    rate = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+    current = {"params": params, "batch_stats": batch_stats}
+    return jax.tree_util.tree_map(lambda old, new: rate * old + (1 - rate) * new, ema, current)
 
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
@@ -459,7 +595,9 @@ def _block_functions(
     return _jit_all(forward, backward, evaluate, backward_donates=(2, 3))
 
 
-def _head_functions(num_classes: int, optimizer: optax.GradientTransformation) -> dict[str, Any]:
+def _head_functions(
+    num_classes: int, optimizer: optax.GradientTransformation, label_smoothing: float
+) -> dict[str, Any]:
     head = nn.Dense(num_classes)
 
     def logits(params: Any, x: jax.Array) -> Any:
@@ -478,7 +616,11 @@ def _head_functions(num_classes: int, optimizer: optax.GradientTransformation) -
 
         def loss_fn(params: Any, x: jax.Array) -> tuple[jax.Array, jax.Array]:
             out = logits(params, x)
-            loss = optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
+            if label_smoothing:
+                targets = optax.smooth_labels(jax.nn.one_hot(y, num_classes), label_smoothing)
+                loss = optax.softmax_cross_entropy(out, targets).mean()
+            else:
+                loss = optax.softmax_cross_entropy_with_integer_labels(out, y).mean()
             return loss, jnp.mean(jnp.argmax(out, -1) == y)
 
         (loss, accuracy), (grads, grad_x) = jax.value_and_grad(

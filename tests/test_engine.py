@@ -170,3 +170,77 @@ def test_too_few_images_for_a_batch() -> None:
     labels = np.zeros(10, np.int32)
     with pytest.raises(ValueError, match="fewer than one batch"):
         DeviceData.create(images, labels, images, labels, batch_size=64)
+
+
+def test_label_smoothing_loss(device_data: DeviceData) -> None:
+    config = TrainConfig(epochs=1, batch_size=64, label_smoothing=0.2)
+    trainer = Trainer(SPEC, config, device_data)
+    # Large head weights make the logits far from uniform, where smoothing changes the loss.
+    head = trainer.state.params["head"]
+    trainer.state.params["head"] = {**head, "kernel": head["kernel"] * 300.0}
+    order = trainer._epoch_order(jax.random.key(5))
+    images = _normalize(device_data.train_images[order[0]])
+    labels = device_data.train_labels[order[0]]
+    variables = {"params": trainer.state.params, "batch_stats": trainer.state.batch_stats}
+    logits, _ = trainer.model.apply(variables, images, True, mutable=["batch_stats"])
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, 10), 0.2)
+    expected = float(optax.softmax_cross_entropy(logits, targets).mean())
+    plain = float(optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean())
+
+    _, totals = trainer._train_step(trainer.state, jnp.zeros(2), order, 0)
+
+    assert float(totals[0]) == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(plain, rel=1e-3)
+
+
+def test_ema_follows_parameters(device_data: DeviceData) -> None:
+    trainer = Trainer(SPEC, TrainConfig(epochs=2, batch_size=64, ema_decay=0.5), device_data)
+    initial = np.asarray(trainer.state.ema["params"]["head"]["kernel"]).copy()
+
+    list(trainer.epochs(evaluate=False))
+
+    averaged = np.asarray(trainer.state.ema["params"]["head"]["kernel"])
+    current = np.asarray(trainer.state.params["head"]["kernel"])
+    assert not np.array_equal(averaged, initial)
+    assert not np.array_equal(averaged, current)
+    # With decay 0.5 the average stays close to the last weights.
+    assert np.abs(averaged - current).max() < np.abs(initial - current).max()
+    assert trainer.final_variables()["params"] is trainer.state.ema["params"]
+    accuracy, _ = trainer.evaluate(averaged=True)
+    assert 0.0 <= accuracy <= 1.0
+
+
+def test_evaluate_averaged_needs_ema(device_data: DeviceData) -> None:
+    trainer = Trainer(SPEC, TrainConfig(epochs=1, batch_size=64), device_data)
+
+    with pytest.raises(ValueError, match="ema_decay"):
+        trainer.evaluate(averaged=True)
+
+
+def test_restore_continues_epochs(device_data: DeviceData) -> None:
+    config = TrainConfig(epochs=2, batch_size=64, crop_padding=2, flip=True)
+    straight = Trainer(SPEC, config, device_data)
+    expected = [result.train_loss for result in straight.epochs(evaluate=False)]
+
+    first = Trainer(SPEC, config, device_data)
+    next(first.epochs(evaluate=False))
+    state = jax.device_get(first.state)
+    second = Trainer(SPEC, config, device_data)
+    second.restore(state, first.epoch, first.key)
+    resumed = [result.train_loss for result in second.epochs(evaluate=False)]
+
+    assert resumed == expected[1:]
+    np.testing.assert_array_equal(
+        second.state.params["head"]["kernel"], straight.state.params["head"]["kernel"]
+    )
+
+
+def test_config_rejects_bad_recipe_values() -> None:
+    with pytest.raises(ValueError, match="crop_padding"):
+        TrainConfig(crop_padding=-1)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=-0.1)
+    with pytest.raises(ValueError, match="flip"):
+        TrainConfig(flip=1)  # type: ignore[arg-type]

@@ -1,0 +1,214 @@
+"""Retraining runs: checkpoints, exact resume, the saved model and the summary file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flax import serialization
+import jax
+import numpy as np
+import pytest
+
+from regnas import data as data_lib
+from regnas import retrain as retrain_lib
+from regnas.archive import architecture_document, save_architecture
+from regnas.checkpoint import CHECKPOINT_NAME, checkpoint_lock
+from regnas.complexity import complexity
+from regnas.engine import TrainConfig
+from regnas.retrain import RunOptions, retrain
+from regnas.spec import AnyNetSpec, StageSpec
+from regnas.trained import MODEL_NAME, load_trained
+
+
+SPEC = AnyNetSpec(stages=(StageSpec(1, 16), StageSpec(1, 32)))
+# Every part of the recipe is on, so that resuming has to restore all of it.
+RECIPE = TrainConfig(
+    epochs=2, batch_size=64, crop_padding=2, flip=True, label_smoothing=0.1, ema_decay=0.9
+)
+
+
+@pytest.fixture
+def architecture(tmp_path: Path) -> Path:
+    document = architecture_document(SPEC, None, 28, {}, {})
+    return save_architecture(tmp_path / "tiny.json", document)
+
+
+def run(
+    architecture: Path, idx_dir: Path, run_dir: Path, config: TrainConfig = RECIPE, **options: Any
+) -> dict[str, Any]:
+    return retrain(
+        str(architecture),
+        config,
+        data_dir=str(idx_dir),
+        train_size=512,
+        options=RunOptions(run_dir=run_dir, **options),
+    )
+
+
+def saved_leaves(model_file: Path) -> list[np.ndarray]:
+    raw = serialization.msgpack_restore(model_file.read_bytes())
+    return jax.tree_util.tree_leaves(raw["variables"])
+
+
+def test_resume_matches_uninterrupted_run(
+    architecture: Path, idx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    straight = run(architecture, idx_dir, tmp_path / "straight")
+
+    real_save = retrain_lib.save_checkpoint
+
+    def save_then_stop(path: Path, trainer: Any, *args: Any) -> None:
+        real_save(path, trainer, *args)
+        raise KeyboardInterrupt("stopped after the first checkpoint")
+
+    monkeypatch.setattr(retrain_lib, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        run(architecture, idx_dir, tmp_path / "resumed")
+    assert (tmp_path / "resumed" / CHECKPOINT_NAME).is_file()
+    assert not (tmp_path / "resumed" / MODEL_NAME).exists()
+    monkeypatch.setattr(retrain_lib, "save_checkpoint", real_save)
+    resumed = run(architecture, idx_dir, tmp_path / "resumed")
+
+    assert resumed["resumed_after_epoch"] == 1
+    assert straight["resumed_after_epoch"] == 0
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+    assert resumed["test_loss"] == straight["test_loss"]
+    assert resumed["test_accuracy_without_ema"] == straight["test_accuracy_without_ema"]
+    for key in ("epoch", "train_loss", "train_accuracy"):
+        assert [epoch[key] for epoch in resumed["history"]] == [
+            epoch[key] for epoch in straight["history"]
+        ]
+    want = saved_leaves(tmp_path / "straight" / MODEL_NAME)
+    got = saved_leaves(tmp_path / "resumed" / MODEL_NAME)
+    assert len(want) == len(got) > 0
+    for expected, actual in zip(want, got, strict=True):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_augmentation_changes_training(architecture: Path, idx_dir: Path, tmp_path: Path) -> None:
+    plain = TrainConfig(epochs=1, batch_size=64)
+    augmented = TrainConfig(epochs=1, batch_size=64, crop_padding=2, flip=True)
+
+    first = run(architecture, idx_dir, tmp_path / "plain", plain)
+    second = run(architecture, idx_dir, tmp_path / "augmented", augmented)
+
+    assert first["history"][0]["train_loss"] != second["history"][0]["train_loss"]
+
+
+def test_changed_setting_keeps_checkpoint(
+    architecture: Path, idx_dir: Path, tmp_path: Path
+) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+    run(architecture, idx_dir, tmp_path / "run", config)
+    checkpoint = tmp_path / "run" / CHECKPOINT_NAME
+    before = checkpoint.read_bytes()
+
+    with pytest.raises(ValueError, match=r"lr = 0\.1, but this run has lr = 0\.2") as error:
+        run(architecture, idx_dir, tmp_path / "run", TrainConfig(epochs=1, batch_size=64, lr=0.2))
+
+    assert "--fresh" in str(error.value)
+    assert "--checkpoint-dir" in str(error.value)
+    assert str(checkpoint) in str(error.value)
+    assert checkpoint.read_bytes() == before
+
+
+def test_changed_architecture_keeps_checkpoint(
+    architecture: Path, idx_dir: Path, tmp_path: Path
+) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+    run(architecture, idx_dir, tmp_path / "run", config)
+    wider = AnyNetSpec(stages=(StageSpec(1, 24),))
+    other = save_architecture(
+        tmp_path / "wider.json", architecture_document(wider, None, 28, {}, {})
+    )
+
+    with pytest.raises(ValueError, match="written with architecture = "):
+        run(other, idx_dir, tmp_path / "run", config)
+
+    assert (tmp_path / "run" / CHECKPOINT_NAME).is_file()
+
+
+def test_fresh_starts_over(architecture: Path, idx_dir: Path, tmp_path: Path) -> None:
+    run(architecture, idx_dir, tmp_path / "run", TrainConfig(epochs=1, batch_size=64))
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.05)
+
+    summary = run(architecture, idx_dir, tmp_path / "run", config, fresh=True)
+
+    assert summary["resumed_after_epoch"] == 0
+    assert summary["train_config"]["lr"] == 0.05
+    # The new checkpoint now matches the new settings, so the same command resumes.
+    assert run(architecture, idx_dir, tmp_path / "run", config)["resumed_after_epoch"] == 1
+
+
+def test_checkpoint_dir_option(architecture: Path, idx_dir: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+
+    run(architecture, idx_dir, tmp_path / "run", config, checkpoint_dir=tmp_path / "ckpt")
+
+    assert (tmp_path / "ckpt" / CHECKPOINT_NAME).is_file()
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+
+
+def test_summary_file_matches_result(architecture: Path, idx_dir: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+
+    summary = run(architecture, idx_dir, tmp_path / "run", config, eval_every_epoch=True)
+
+    assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+    assert summary["config"] == str(architecture)
+    assert summary["architecture"] == SPEC.to_dict()
+    assert summary["params"] == complexity(SPEC, 28)["params"]
+    assert summary["train_images"] == 512
+    assert summary["images_per_second"] > 0
+    assert summary["versions"]["jax"] == jax.__version__
+    assert [epoch["epoch"] for epoch in summary["history"]] == [1]
+    assert 0.0 <= summary["history"][0]["test_accuracy"] <= 1.0
+    assert "test_accuracy_without_ema" not in summary
+
+
+def test_saved_model_reproduces_test_accuracy(
+    architecture: Path, idx_dir: Path, tmp_path: Path
+) -> None:
+    summary = run(architecture, idx_dir, tmp_path / "run")
+    images, labels = data_lib.load_arrays(idx_dir, train=False)
+
+    model = load_trained(tmp_path / "run")
+    predictions = model.predict(images)
+
+    assert model.spec == SPEC
+    assert predictions.shape == (len(labels),)
+    assert float(np.mean(predictions == labels)) == summary["test_accuracy"]
+
+
+def test_unreadable_checkpoint_explains_fix(
+    architecture: Path, idx_dir: Path, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "run" / CHECKPOINT_NAME
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(b"\xc1 not msgpack")
+    config = TrainConfig(epochs=1, batch_size=64)
+
+    with pytest.raises(ValueError, match="is not a training checkpoint") as error:
+        run(architecture, idx_dir, tmp_path / "run", config)
+
+    assert str(checkpoint) in str(error.value)
+    assert "--fresh" in str(error.value)
+    assert checkpoint.read_bytes() == b"\xc1 not msgpack"
+    assert run(architecture, idx_dir, tmp_path / "run", config, fresh=True)["epochs"] == 1
+
+
+def test_concurrent_run_is_rejected(architecture: Path, idx_dir: Path, tmp_path: Path) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+
+    with (
+        checkpoint_lock(tmp_path / "run"),
+        pytest.raises(ValueError, match="Another run") as error,
+    ):
+        run(architecture, idx_dir, tmp_path / "run", config)
+
+    assert str(tmp_path / "run") in str(error.value)
+    assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
+    # The lock ends with the run that held it.
+    assert run(architecture, idx_dir, tmp_path / "run", config)["epochs"] == 1
