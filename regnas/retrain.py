@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from regnas import data as data_lib
-from regnas.archive import load_architecture
+from regnas.archive import architecture_document, load_architecture
 from regnas.checkpoint import (
     CHECKPOINT_NAME,
     checkpoint_lock,
@@ -63,9 +63,10 @@ class RunOptions:
     eval_every_epoch: bool = False
 
 
-def default_run_dir(config_path: str | Path) -> Path:
-    """Return ``runs/<name>`` for the architecture file ``<name>.json``."""
-    return Path("runs") / Path(config_path).stem
+def default_run_dir(config_path: str | Path, trial: int | None = None) -> Path:
+    """Return ``runs/<name>`` for ``<name>.json``; ``runs/<name>-trialN`` for one of its trials."""
+    name = Path(config_path).stem
+    return Path("runs") / (name if trial is None else f"{name}-trial{trial}")
 
 
 def retrain(
@@ -74,6 +75,7 @@ def retrain(
     data_dir: str | None = None,
     train_size: int | None = None,
     options: RunOptions | None = None,
+    trial: int | None = None,
 ) -> dict[str, Any]:
     """Rebuild the architecture of `config_path`, train it, save it, and return a summary.
 
@@ -86,6 +88,7 @@ def retrain(
         data_dir: Directory with the Fashion-MNIST files; None searches the defaults.
         train_size: Training images; None uses all 60,000.
         options: Output directories, resuming and display; None uses `RunOptions` defaults.
+        trial: The trial to train from a file of several (``--pareto``, ``--top-k``).
 
     Returns:
         The JSON-ready summary that is also written to ``summary.json``.
@@ -96,13 +99,19 @@ def retrain(
     """
     options = options or RunOptions()
     start = time.perf_counter()
-    architecture = load_architecture(config_path)
+    architecture = load_architecture(config_path, trial=trial)
     spec = architecture.spec
-    document = json.loads(Path(config_path).read_text(encoding="utf-8"))
+    document = architecture_document(
+        spec,
+        architecture.regnet,
+        architecture.image_size,
+        architecture.metrics,
+        architecture.provenance,
+    )
     train_images, train_labels, test_images, test_labels = _load_data(data_dir, train_size)
     _check_input(spec.in_channels, spec.num_classes, train_images.shape[-1])
 
-    run_dir = Path(options.run_dir) if options.run_dir else default_run_dir(config_path)
+    run_dir = Path(options.run_dir) if options.run_dir else default_run_dir(config_path, trial)
     checkpoint = Path(options.checkpoint_dir or run_dir) / CHECKPOINT_NAME
     settings = {
         "architecture": spec.to_dict(),

@@ -19,6 +19,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--config", required=True, help="architecture JSON written by 'python -m regnas.export'"
     )
+    parser.add_argument(
+        "--trial",
+        type=int,
+        default=None,
+        help="the trial to train from a file of several (export --pareto or --top-k)",
+    )
     _add_recipe_arguments(parser)
     parser.add_argument(
         "--train-size", type=int, default=None, help="training images (default: all 60,000)"
@@ -60,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         data_dir=args.data_dir,
         train_size=args.train_size,
         options=options,
+        trial=args.trial,
     )
     if args.json:
         print(json.dumps(summary))
@@ -130,7 +137,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--run-dir",
         default=None,
         help="directory of model.msgpack and summary.json (default: runs/NAME for --config "
-        "NAME.json)",
+        "NAME.json, runs/NAME-trialN with --trial N)",
     )
     parser.add_argument(
         "--checkpoint-dir",

@@ -212,3 +212,31 @@ def test_concurrent_run_is_rejected(architecture: Path, idx_dir: Path, tmp_path:
     assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
     # The lock ends with the run that held it.
     assert run(architecture, idx_dir, tmp_path / "run", config)["epochs"] == 1
+
+
+def test_trial_option_trains_one_entry_of_a_list_export(idx_dir: Path, tmp_path: Path) -> None:
+    other = AnyNetSpec(stages=(StageSpec(1, 8, group_w=4),))
+    listing = save_architecture(
+        tmp_path / "top2.json",
+        [
+            architecture_document(SPEC, None, 28, {}, {"trial": 3}),
+            architecture_document(other, None, 28, {}, {"trial": 7}),
+        ],
+    )
+    config = TrainConfig(epochs=1, batch_size=64)
+
+    with pytest.raises(ValueError, match=r"trial=") as error:
+        retrain(str(listing), config, data_dir=str(idx_dir), train_size=128)
+    assert "3" in str(error.value) and "7" in str(error.value)
+
+    summary = retrain(
+        str(listing),
+        config,
+        data_dir=str(idx_dir),
+        train_size=128,
+        options=RunOptions(run_dir=tmp_path / "run"),
+        trial=7,
+    )
+    assert summary["params"] == complexity(other, 28)["params"]
+    assert load_trained(tmp_path / "run").spec == other
+    assert retrain_lib.default_run_dir(listing, 7) == Path("runs") / "top2-trial7"
