@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 from typing import Any
 
@@ -91,7 +93,9 @@ def sample_compile_times(count: int, seed: int = 0, batch_size: int = 128) -> li
     """Compile `count` random architectures of the default search space in turn, as a worker does.
 
     Segments compiled for earlier architectures are reused, as in a search, so the times are
-    what trials see. Returns, per architecture, its MFLOPs, depth and compile seconds.
+    what trials see. Returns, per architecture, its MFLOPs, depth, compile seconds and the
+    process's resident memory after compiling it (MB), which shows how the cache of compiled
+    code grows over a search.
     """
     import numpy as np
     import optuna
@@ -112,9 +116,24 @@ def sample_compile_times(count: int, seed: int = 0, batch_size: int = 128) -> li
                 "mflops": trial.user_attrs["mflops"],
                 "depth": sum(spec.stage_depths),
                 "compile_seconds": round(trainer.compile(), 3),
+                "rss_mb": round(resident_megabytes(), 1),
             }
         )
     return results
+
+
+def resident_megabytes() -> float:
+    """Return the resident memory of this process in MB (its peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError):
+        import resource
+
+        # ru_maxrss is in kilobytes on Linux and in bytes on macOS; the peak, not the current.
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 1e6 if sys.platform == "darwin" else peak / 1e3
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,6 +149,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="instead compile N random default-space architectures in turn, as a search worker "
         "does, and print the distribution of their compile times",
+    )
+    parser.add_argument(
+        "--trial",
+        type=int,
+        default=None,
+        help="the trial to time from a file of several (export --pareto or --top-k)",
     )
     parser.add_argument("--batch-size", type=int, default=128, help="default: %(default)s")
     parser.add_argument("--steps", type=int, default=30, help="timed steps (default: %(default)s)")
@@ -160,15 +185,20 @@ def main(argv: list[str] | None = None) -> int:
         for index, result in enumerate(times, start=1):
             print(
                 f"{index:>3}: {result['mflops']:.2f} MFLOPs, {result['depth']} blocks, "
-                f"compile {result['compile_seconds']:.2f} s"
+                f"compile {result['compile_seconds']:.2f} s, {result['rss_mb']:.0f} MB resident"
             )
         later = seconds[1:] or seconds
         print(
             f"compile seconds: median {statistics.median(seconds):.2f}, first {seconds[0]:.2f}, "
             f"median after the first {statistics.median(later):.2f}, max {max(seconds):.2f}"
         )
+        tenth, last = times[min(9, len(times) - 1)]["rss_mb"], times[-1]["rss_mb"]
+        print(
+            f"resident memory: {tenth:.0f} MB after {min(10, len(times))} architectures, "
+            f"{last:.0f} MB after {len(times)} ({(last / tenth - 1) * 100:+.0f} %)"
+        )
         return 0
-    spec = load_architecture(args.config).spec
+    spec = load_architecture(args.config, trial=args.trial).spec
     result = benchmark(
         spec, args.batch_size, args.steps, args.image_size, args.grouped_conv, args.repeats
     )
