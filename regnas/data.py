@@ -75,33 +75,39 @@ def default_cache_dir() -> Path:
 def find_data_dir(data_dir: str | Path | None = None, download: bool = True) -> Path:
     """Return a directory holding all four Fashion-MNIST files, downloading them if needed.
 
+    An explicit directory (`data_dir`, else ``$REGNAS_DATA_DIR``) is the only place looked at:
+    it must exist, and files missing there are downloaded into it, never taken from elsewhere,
+    so a typo in the path cannot silently train on other data. Without one, Debian's directory
+    and then the user cache are searched, and a download goes to the cache.
+
     Args:
         data_dir: Explicit directory; defaults to ``$REGNAS_DATA_DIR`` when that is set.
         download: Whether to download the files when no directory has them.
 
     Raises:
-        FileNotFoundError: No directory has the files and the download failed or was disabled.
+        FileNotFoundError: The explicit directory does not exist, or no directory has the files
+            and the download failed or was disabled.
     """
     explicit = Path(data_dir) if data_dir else None
     if explicit is None and os.environ.get(DATA_DIR_ENV):
         explicit = Path(os.environ[DATA_DIR_ENV])
-    candidates = [path for path in (explicit, DEBIAN_DIR, default_cache_dir()) if path]
+    if explicit and not explicit.is_dir():
+        raise FileNotFoundError(
+            f"Data directory {explicit} (--data-dir or {DATA_DIR_ENV}) does not exist. Fix the "
+            "path, or create the directory to download Fashion-MNIST into it."
+        )
+    candidates = [explicit] if explicit else [DEBIAN_DIR, default_cache_dir()]
     for candidate in candidates:
-        missing = [name for name in FILENAMES if not (candidate / name).is_file()]
-        if not missing:
+        if all((candidate / name).is_file() for name in FILENAMES):
             _logger.debug("Fashion-MNIST found in %s", candidate.resolve())
             return candidate
-        if candidate == explicit:
-            _logger.warning(
-                "%s lacks the Fashion-MNIST files %s; looking in the default places.",
-                explicit,
-                missing,
-            )
 
     target = explicit or default_cache_dir()
     searched = ", ".join(str(path) for path in candidates)
     if not download:
         raise FileNotFoundError(_missing_message(searched))
+    if explicit:
+        _logger.warning("%s lacks Fashion-MNIST files; downloading them into it.", explicit)
     try:
         download_files(target)
     except (OSError, ValueError) as error:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from regnas.study import count_finished
 
-from conftest import requires_real_data
+from conftest import requires_real_data, run_module
 
 
 pytestmark = pytest.mark.slow
@@ -242,3 +242,14 @@ def test_search_on_real_fashion_mnist(tmp_path: Path) -> None:
     )
     # Two epochs of 32 steps on real images learn far beyond the 10 % of chance.
     assert study.best_value > 0.3
+
+
+def test_search_with_missing_data_dir_writes_nothing(tmp_path: Path) -> None:
+    result = run_module(
+        "regnas.search", "--trials", "1", "--data-dir", "fashoin-mnist", cwd=tmp_path
+    )
+
+    assert result.returncode == 2
+    assert "Data directory fashoin-mnist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []

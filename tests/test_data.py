@@ -74,6 +74,7 @@ def test_cache_used_when_debian_missing(idx_dir: Path, isolated_data: Path) -> N
 
 
 def test_missing_files_explain_fix(isolated_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
         data_lib.find_data_dir(tmp_path / "empty", download=False)
 
@@ -187,3 +188,29 @@ def test_debian_payload_matches_official() -> None:
     _, payload = _checksums(data_lib.DEBIAN_DIR)
 
     assert payload == data_lib.PAYLOAD_SHA256
+
+
+def test_explicit_dir_without_files_never_falls_back(
+    idx_dir: Path, isolated_data: Path, tmp_path: Path
+) -> None:
+    # The cache has every file, but an explicit directory is the only place looked at.
+    shutil.copytree(idx_dir, isolated_data)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+
+    with pytest.raises(FileNotFoundError) as error:
+        data_lib.find_data_dir(empty, download=False)
+
+    assert str(empty) in str(error.value)
+    assert str(isolated_data) not in str(error.value)
+
+
+def test_missing_explicit_dir_is_an_error_not_a_download(
+    isolated_data: Path, tmp_path: Path
+) -> None:
+    typo = tmp_path / "fashoin-mnist"
+
+    with pytest.raises(FileNotFoundError, match=r"does not exist\. Fix the path"):
+        data_lib.find_data_dir(typo)
+
+    assert not typo.exists()
