@@ -1,20 +1,26 @@
-"""Worker processes on shared storages: killed workers, 4 SQLite workers, journal, PostgreSQL."""
+"""Worker processes on shared storages: killed workers, 4 SQLite workers beside a dashboard,
+reproducible single-worker studies, journal files, PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from typing import Any
+import urllib.request
 import uuid
 
 import optuna
 import pytest
 
 from regnas import workers
+from regnas.browser import running_dashboard
 from regnas.engine import DeviceData
 from regnas.storage import GRACE_PERIOD_ENV, HEARTBEAT_INTERVAL_ENV, open_storage
 from regnas.study import Objective, SearchConfig, count_finished, make_objective
@@ -180,18 +186,104 @@ def test_trial_failed_elsewhere_keeps_worker(
     assert lost[0].startswith(f"Worker 0: trial {failed_numbers[0]} was marked failed")
 
 
-def test_four_sqlite_workers(idx_dir: Path, tmp_path: Path) -> None:
+class DashboardPoller(threading.Thread):
+    """Reads every study and its trials from optuna-dashboard's JSON API until stopped."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.trial_counts: list[int] = []
+
+    def get(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.base}{path}", timeout=60) as response:
+            return json.loads(response.read())
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                summaries = self.get("/api/studies")["study_summaries"]
+                for summary in summaries:
+                    detail = self.get(f"/api/studies/{summary['study_id']}?after=0")
+                    self.trial_counts.append(len(detail["trials"]))
+            except (OSError, ValueError, KeyError) as error:  # urllib's errors are OSErrors.
+                self.errors.append(f"{type(error).__name__}: {error}")
+            time.sleep(0.2)
+
+
+def study_exists(database: Path, study: str) -> bool:
+    try:
+        with sqlite3.connect(database, timeout=1) as connection:
+            query = "SELECT 1 FROM studies WHERE study_name = ?"
+            return connection.execute(query, (study,)).fetchone() is not None
+    except sqlite3.OperationalError:
+        return False  # The search has not created the tables yet, or holds a lock.
+
+
+def test_four_sqlite_workers_with_dashboard(idx_dir: Path, tmp_path: Path) -> None:
     database = tmp_path / "four.db"
     command = search_command(idx_dir, tmp_path, str(database), "four", trials=8, workers=4)
+    log = tmp_path / "search.log"
 
-    result = run(command, tmp_path)
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=environment(), stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            # optuna-dashboard does not create tables, so it starts once the study exists.
+            deadline = time.monotonic() + 300
+            while not study_exists(database, "four") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            with running_dashboard(f"sqlite:///{database}") as base:
+                poller = DashboardPoller(base)
+                poller.start()
+                try:
+                    returncode = process.wait(timeout=900)
+                finally:
+                    poller.stop.set()
+                    poller.join(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    text = log.read_text()
 
-    assert result.returncode == 0, result.stderr
-    assert "database is locked" not in result.stderr
+    assert returncode == 0, text
+    assert "database is locked" not in text
+    assert "w3 trial" in text
+    assert poller.errors == []
+    # The dashboard read the study while trials were being added, not only before or after.
+    assert len(set(poller.trial_counts)) > 2
     study = load(f"sqlite:///{database}", "four")
     assert study.get_trials(states=(State.FAIL,)) == []
     # Each worker checks the total before it starts a trial, so at most 3 run past it.
     assert 8 <= count_finished(study) <= 8 + 3
+
+
+def test_one_worker_repeats_study(idx_dir: Path, tmp_path: Path) -> None:
+    studies = []
+    for name in ("first", "second"):
+        database = tmp_path / f"{name}.db"
+        command = search_command(idx_dir, tmp_path, str(database), "seeded", trials=3, workers=1)
+        result = run([*command, "--seed", "7"], tmp_path)
+        assert result.returncode == 0, result.stderr
+        studies.append(load(f"sqlite:///{database}", "seeded").trials)
+
+    first, second = studies
+    assert len(first) == len(second)
+    for one, other in zip(first, second, strict=True):
+        assert one.state == other.state, one.number
+        assert one.params == other.params, one.number
+        # A trial that reuses an identical architecture's result trains nothing and has no seed.
+        assert one.user_attrs.get("train_seed") == other.user_attrs.get("train_seed")
+        # XLA:CPU sums in a fixed order, so equal seeds give equal accuracies; the tolerance
+        # only allows for the last bit of a float32 sum.
+        assert one.values == pytest.approx(other.values, rel=1e-6), one.number
+        assert one.intermediate_values == pytest.approx(other.intermediate_values, rel=1e-6)
+    trained = [trial for trial in first if "train_seed" in trial.user_attrs]
+    assert trained
+    for trial in trained:
+        assert trial.user_attrs["train_seed"] == SearchConfig(seed=7).trial_seed(trial.number)
 
 
 def test_two_workers_on_journal_file(idx_dir: Path, tmp_path: Path) -> None:
