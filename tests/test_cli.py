@@ -232,7 +232,7 @@ def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 
 
 def database_with_study(path: Path, study: str) -> bytes:
-    """Create `study` with one complete trial in the SQLite file `path`; return the file."""
+    """Create `study` with one complete trial in the SQLite file `path` and return its bytes."""
     created = optuna.create_study(study_name=study, storage=f"sqlite:///{path}")
     created.enqueue_trial({"depth": 1})
     created.optimize(lambda trial: trial.suggest_int("depth", 1, 2) / 2, n_trials=1)
@@ -285,7 +285,7 @@ def test_search_unreachable_server(idx_dir: Path, tmp_path: Path) -> None:
 def test_search_old_schema_explains_upgrade(idx_dir: Path, tmp_path: Path) -> None:
     database = tmp_path / "old.db"
     database_with_study(database, STUDY)
-    # Optuna 3.0 wrote this schema revision; Optuna 5 asks to upgrade it before use.
+    # A schema revision of Optuna 3.0, which Optuna 5 opens only after an upgrade.
     with sqlite3.connect(database) as connection:
         connection.execute("UPDATE alembic_version SET version_num = 'v3.0.0.a'")
     before = database.read_bytes()

@@ -276,8 +276,7 @@ def test_one_worker_repeats_study(idx_dir: Path, tmp_path: Path) -> None:
         assert one.params == other.params, one.number
         # A trial that reuses an identical architecture's result trains nothing and has no seed.
         assert one.user_attrs.get("train_seed") == other.user_attrs.get("train_seed")
-        # XLA:CPU sums in a fixed order, so equal seeds give equal accuracies; the tolerance
-        # only allows for the last bit of a float32 sum.
+        # Equal seeds must give equal accuracies, up to float32 rounding in the last bit.
         assert one.values == pytest.approx(other.values, rel=1e-6), one.number
         assert one.intermediate_values == pytest.approx(other.intermediate_values, rel=1e-6)
     trained = [trial for trial in first if "train_seed" in trial.user_attrs]
@@ -316,6 +315,64 @@ def test_two_workers_on_postgresql(idx_dir: Path, tmp_path: Path) -> None:
     loaded = load(storage, study)
     assert 4 <= count_finished(loaded) <= 5
     assert loaded.get_trials(states=(State.FAIL,)) == []
+
+
+# Runs a two-worker search whose process starts are recorded instead of made, and prints for
+# each start the method, whether this parent process has a JAX backend, and whether the study
+# already exists.
+RECORD_STARTS = """
+import json
+import sys
+
+import optuna
+from jax._src import xla_bridge
+
+from regnas import workers
+from regnas.study import SearchConfig
+
+storage_url, data_dir = sys.argv[1:]
+starts = []
+
+
+class FinishedProcess:
+    pid = None
+    exitcode = 0
+
+    def start(self):
+        pass
+
+    def is_alive(self):
+        return False
+
+
+class RecordingContext:
+    def __init__(self, method):
+        self.method = method
+
+    def Process(self, **kwargs):
+        studies = optuna.get_all_study_names(storage_url)
+        starts.append([self.method, xla_bridge.backends_are_initialized(), "spawn" in studies])
+        return FinishedProcess()
+
+
+workers.multiprocessing.get_context = RecordingContext
+config = SearchConfig(
+    study="spawn", storage=storage_url, trials=2, data_dir=data_dir, train_size=256, val_size=128
+)
+workers.run_search(config, workers=2)
+print(json.dumps(starts))
+"""
+
+
+def test_workers_spawn_after_study_without_jax(idx_dir: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'spawn.db'}"
+
+    result = run([sys.executable, "-c", RECORD_STARTS, storage, str(idx_dir)], tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    starts = json.loads(result.stdout.strip().splitlines()[-1])
+    # Forking a process that has a JAX backend copies its threads' locks in a held state.
+    assert starts == [["spawn", False, True], ["spawn", False, True]]
 
 
 @pytest.mark.parametrize(
