@@ -371,7 +371,8 @@ def test_workers_spawn_after_study_without_jax(idx_dir: Path, tmp_path: Path) ->
 
     assert result.returncode == 0, result.stderr
     starts = json.loads(result.stdout.strip().splitlines()[-1])
-    # Forking a process that has a JAX backend copies its threads' locks in a held state.
+    # A forked child of a process with a JAX backend gets its locks but not the threads that
+    # hold them, so it can deadlock.
     assert starts == [["spawn", False, True], ["spawn", False, True]]
 
 
