@@ -150,6 +150,14 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
         if "no longer compatible with the table schema" in str(error):
             raise ValueError(incompatible_schema_message(url, str(error))) from None
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if isinstance(error, sqlalchemy.exc.OperationalError) and path is None:
+            # The URL parsed and the driver loaded, so the server was not reachable or
+            # rejected the login or the database name.
+            raise ValueError(
+                f"Cannot open storage {mask_password(url)}: {first_line}. Check that the "
+                "database server is running and reachable, and that the URL's user, password "
+                "and database name are right."
+            ) from None
         raise ValueError(
             f"Cannot open storage {mask_password(url)}: {first_line}. Use a URL that SQLAlchemy "
             "supports, such as sqlite:///FILE or postgresql://USER@HOST/DB, with its driver "

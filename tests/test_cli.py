@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,9 +16,10 @@ import optuna
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from regnas.browser import free_port
 from regnas.study import count_finished
 
-from conftest import requires_real_data, run_module
+from conftest import REPO, requires_real_data, run_module
 
 
 pytestmark = pytest.mark.slow
@@ -27,10 +29,20 @@ FAST = ["--epochs", "1", "--train-size", "256", "--val-size", "128", "--batch-si
 STUDY = "cli"
 
 
+def checkout_environment() -> dict[str, str]:
+    """Return the environment with this checkout first on PYTHONPATH.
+
+    Without it a subprocess imports whichever regnas is installed, which may be another
+    checkout's.
+    """
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
 def regnas(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", *args],
         cwd=cwd,
+        env=checkout_environment(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -130,7 +142,12 @@ def test_interrupt_then_rerun(
     command += ["--workers", workers, "--data-dir", str(idx_dir), *FAST]
     storage = tmp_path / "studies" / "regnas.db"
     process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=tmp_path,
+        env=checkout_environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
@@ -149,14 +166,31 @@ def test_interrupt_then_rerun(
     assert all(trial.user_attrs["fail_reason"].startswith("interrupted") for trial in failed)
     # No worker outlives the command: the study stops changing once it has exited.
     count = len(interrupted.trials)
+    completed = interrupted.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert completed, "the search stopped before any trial completed"
     time.sleep(5)
     assert len(optuna.load_study(study_name=STUDY, storage=f"sqlite:///{storage}").trials) == count
 
     rerun = subprocess.run(
-        command, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False
+        command,
+        cwd=tmp_path,
+        env=checkout_environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert rerun.returncode == 0, rerun.stderr
-    assert 3 <= finished(storage) <= 4
+    resumed = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{storage}")
+    for trial in completed:
+        kept = resumed.trials[trial.number]
+        assert kept.state == optuna.trial.TrialState.COMPLETE, trial.number
+        assert kept.values == trial.values, trial.number
+        assert kept.params == trial.params, trial.number
+    if workers == "1":
+        assert finished(storage) == 3
+    else:
+        assert 3 <= finished(storage) <= 4
 
 
 def _finished_or_zero(storage: Path) -> int:
@@ -187,13 +221,106 @@ def test_search_bad_input(idx_dir: Path, tmp_path: Path, args: list[str], messag
     result = regnas("regnas.search", *common, *args, cwd=tmp_path)
 
     assert result.returncode == 2
-    assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "studies" / "regnas.db").exists()
+    assert len(error_lines(result)) == 1
+    assert message in error_lines(result)[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+
+
+def database_with_study(path: Path, study: str) -> bytes:
+    """Create `study` with one complete trial in the SQLite file `path` and return its bytes."""
+    created = optuna.create_study(study_name=study, storage=f"sqlite:///{path}")
+    created.enqueue_trial({"depth": 1})
+    created.optimize(lambda trial: trial.suggest_int("depth", 1, 2) / 2, n_trials=1)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "--workers must be a positive integer, got 0"),
+        (["--trials", "0"], "--trials must be a positive integer"),
+        (["--val-size", "1200"], "--val-size must be in [1, 1199], got 1200"),
+    ],
+)
+def test_search_bad_input_keeps_database(
+    idx_dir: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    database = tmp_path / "studies" / "regnas.db"
+    database.parent.mkdir()
+    before = database_with_study(database, STUDY)
+
+    result = regnas(
+        "regnas.search", "--study", STUDY, "--data-dir", str(idx_dir), *args, cwd=tmp_path
+    )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(error_lines(result)) == 1
+    assert message in error_lines(result)[0]
+    assert database.read_bytes() == before
+    assert sorted(path.name for path in database.parent.iterdir()) == ["regnas.db"]
+
+
+def test_search_unreachable_server(idx_dir: Path, tmp_path: Path) -> None:
+    # Nothing listens on a port that was free a moment ago.
+    url = f"postgresql://regnas@127.0.0.1:{free_port()}/regnas"
+
+    result = regnas(
+        "regnas.search", "--storage", url, "--data-dir", str(idx_dir), *FAST, cwd=tmp_path
+    )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(error_lines(result)) == 1
+    assert f"error: Cannot open storage {url}: " in error_lines(result)[0]
+    assert "Check that the database server is running" in error_lines(result)[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_search_old_schema_explains_upgrade(idx_dir: Path, tmp_path: Path) -> None:
+    database = tmp_path / "old.db"
+    database_with_study(database, STUDY)
+    # A schema revision of Optuna 3.0, which Optuna 5 opens only after an upgrade.
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE alembic_version SET version_num = 'v3.0.0.a'")
+    before = database.read_bytes()
+
+    result = regnas(
+        "regnas.search",
+        *("--study", STUDY, "--storage", str(database), "--data-dir", str(idx_dir), *FAST),
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(error_lines(result)) == 1
+    assert f"optuna storage upgrade --storage sqlite:///{database}" in error_lines(result)[0]
+    assert database.read_bytes() == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["old.db"]
+
+
+def test_export_unknown_study_lists_studies(tmp_path: Path) -> None:
+    database = tmp_path / "studies" / "regnas.db"
+    database.parent.mkdir()
+    before = database_with_study(database, "present")
+
+    result = regnas("regnas.export", "--study", "absent", cwd=tmp_path, timeout=120)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: Study 'absent' not found in sqlite:///{database}. Studies there: present."
+    ]
+    assert database.read_bytes() == before
+    assert sorted(path.name for path in database.parent.iterdir()) == ["regnas.db"]
 
 
 def test_missing_data_explains_fix(tmp_path: Path) -> None:
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env = {**checkout_environment(), "XDG_CACHE_HOME": str(tmp_path / "cache")}
     result = subprocess.run(
         [sys.executable, "-m", "regnas.train", "--config", "missing.json"],
         cwd=tmp_path,

@@ -20,6 +20,7 @@ from regnas.study import (
     SETTINGS_KEY,
     SearchConfig,
     count_finished,
+    make_sampler,
     open_study,
     pareto_front,
     rejection_reasons,
@@ -268,3 +269,28 @@ def test_every_space_searches_real_data(name: str, tmp_path: Path) -> None:
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trained)
     assert all(0.0 <= t.user_attrs["val_accuracy"] <= 1.0 for t in trained)
     assert study.user_attrs[SETTINGS_KEY]["space"]["name"] == name
+
+
+def test_trial_seed_follows_study_seed_and_number() -> None:
+    seeds = {
+        (seed, number): SearchConfig(seed=seed).trial_seed(number)
+        for seed in (0, 1)
+        for number in (0, 1)
+    }
+
+    assert len(set(seeds.values())) == 4
+    assert SearchConfig(seed=1).trial_seed(1) == seeds[(1, 1)]
+
+
+def test_sampler_seed_differs_per_worker() -> None:
+    config = dataclasses.replace(SearchConfig(), space=TINY_SPACE)
+
+    def first_params(worker: int) -> list[dict[str, object]]:
+        study = optuna.create_study(direction="maximize", sampler=make_sampler(config, worker))
+        trials = [study.ask() for _ in range(3)]
+        for trial in trials:
+            config.space.suggest(trial)
+        return [trial.params for trial in trials]
+
+    assert first_params(0) == first_params(0)
+    assert first_params(0) != first_params(1)

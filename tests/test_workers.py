@@ -1,20 +1,26 @@
-"""Worker processes on shared storages: killed workers, 4 SQLite workers, journal, PostgreSQL."""
+"""Worker processes on shared storages: killed workers, 4 SQLite workers beside a dashboard,
+reproducible single-worker studies, journal files, PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from typing import Any
+import urllib.request
 import uuid
 
 import optuna
 import pytest
 
 from regnas import workers
+from regnas.browser import running_dashboard
 from regnas.engine import DeviceData
 from regnas.storage import GRACE_PERIOD_ENV, HEARTBEAT_INTERVAL_ENV, open_storage
 from regnas.study import Objective, SearchConfig, count_finished, make_objective
@@ -180,18 +186,103 @@ def test_trial_failed_elsewhere_keeps_worker(
     assert lost[0].startswith(f"Worker 0: trial {failed_numbers[0]} was marked failed")
 
 
-def test_four_sqlite_workers(idx_dir: Path, tmp_path: Path) -> None:
+class DashboardPoller(threading.Thread):
+    """Reads every study and its trials from optuna-dashboard's JSON API until stopped."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.trial_counts: list[int] = []
+
+    def get(self, path: str) -> dict[str, Any]:
+        with urllib.request.urlopen(f"{self.base}{path}", timeout=60) as response:
+            return json.loads(response.read())
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                summaries = self.get("/api/studies")["study_summaries"]
+                for summary in summaries:
+                    detail = self.get(f"/api/studies/{summary['study_id']}?after=0")
+                    self.trial_counts.append(len(detail["trials"]))
+            except (OSError, ValueError, KeyError) as error:  # urllib's errors are OSErrors.
+                self.errors.append(f"{type(error).__name__}: {error}")
+            time.sleep(0.2)
+
+
+def study_exists(database: Path, study: str) -> bool:
+    try:
+        with sqlite3.connect(database, timeout=1) as connection:
+            query = "SELECT 1 FROM studies WHERE study_name = ?"
+            return connection.execute(query, (study,)).fetchone() is not None
+    except sqlite3.OperationalError:
+        return False  # The search has not created the tables yet, or holds a lock.
+
+
+def test_four_sqlite_workers_with_dashboard(idx_dir: Path, tmp_path: Path) -> None:
     database = tmp_path / "four.db"
     command = search_command(idx_dir, tmp_path, str(database), "four", trials=8, workers=4)
+    log = tmp_path / "search.log"
 
-    result = run(command, tmp_path)
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            command, cwd=tmp_path, env=environment(), stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            # optuna-dashboard does not create tables, so it starts once the study exists.
+            deadline = time.monotonic() + 300
+            while not study_exists(database, "four") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            with running_dashboard(f"sqlite:///{database}") as base:
+                poller = DashboardPoller(base)
+                poller.start()
+                try:
+                    returncode = process.wait(timeout=900)
+                finally:
+                    poller.stop.set()
+                    poller.join(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    text = log.read_text()
 
-    assert result.returncode == 0, result.stderr
-    assert "database is locked" not in result.stderr
+    assert returncode == 0, text
+    assert "database is locked" not in text
+    assert "w3 trial" in text
+    assert poller.errors == []
+    # The dashboard read the study while trials were being added, not only before or after.
+    assert len(set(poller.trial_counts)) > 2
     study = load(f"sqlite:///{database}", "four")
     assert study.get_trials(states=(State.FAIL,)) == []
     # Each worker checks the total before it starts a trial, so at most 3 run past it.
     assert 8 <= count_finished(study) <= 8 + 3
+
+
+def test_one_worker_repeats_study(idx_dir: Path, tmp_path: Path) -> None:
+    studies = []
+    for name in ("first", "second"):
+        database = tmp_path / f"{name}.db"
+        command = search_command(idx_dir, tmp_path, str(database), "seeded", trials=3, workers=1)
+        result = run([*command, "--seed", "7"], tmp_path)
+        assert result.returncode == 0, result.stderr
+        studies.append(load(f"sqlite:///{database}", "seeded").trials)
+
+    first, second = studies
+    assert len(first) == len(second)
+    for one, other in zip(first, second, strict=True):
+        assert one.state == other.state, one.number
+        assert one.params == other.params, one.number
+        # A trial that reuses an identical architecture's result trains nothing and has no seed.
+        assert one.user_attrs.get("train_seed") == other.user_attrs.get("train_seed")
+        # Equal seeds must give equal accuracies, up to float32 rounding in the last bit.
+        assert one.values == pytest.approx(other.values, rel=1e-6), one.number
+        assert one.intermediate_values == pytest.approx(other.intermediate_values, rel=1e-6)
+    trained = [trial for trial in first if "train_seed" in trial.user_attrs]
+    assert trained
+    for trial in trained:
+        assert trial.user_attrs["train_seed"] == SearchConfig(seed=7).trial_seed(trial.number)
 
 
 def test_two_workers_on_journal_file(idx_dir: Path, tmp_path: Path) -> None:
@@ -224,6 +315,65 @@ def test_two_workers_on_postgresql(idx_dir: Path, tmp_path: Path) -> None:
     loaded = load(storage, study)
     assert 4 <= count_finished(loaded) <= 5
     assert loaded.get_trials(states=(State.FAIL,)) == []
+
+
+# Runs a two-worker search whose process starts are recorded instead of made, and prints for
+# each start the method, whether this parent process has a JAX backend, and whether the study
+# already exists.
+RECORD_STARTS = """
+import json
+import sys
+
+import optuna
+from jax._src import xla_bridge
+
+from regnas import workers
+from regnas.study import SearchConfig
+
+storage_url, data_dir = sys.argv[1:]
+starts = []
+
+
+class FinishedProcess:
+    pid = None
+    exitcode = 0
+
+    def start(self):
+        pass
+
+    def is_alive(self):
+        return False
+
+
+class RecordingContext:
+    def __init__(self, method):
+        self.method = method
+
+    def Process(self, **kwargs):
+        studies = optuna.get_all_study_names(storage_url)
+        starts.append([self.method, xla_bridge.backends_are_initialized(), "spawn" in studies])
+        return FinishedProcess()
+
+
+workers.multiprocessing.get_context = RecordingContext
+config = SearchConfig(
+    study="spawn", storage=storage_url, trials=2, data_dir=data_dir, train_size=256, val_size=128
+)
+workers.run_search(config, workers=2)
+print(json.dumps(starts))
+"""
+
+
+def test_workers_spawn_after_study_without_jax(idx_dir: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'spawn.db'}"
+
+    result = run([sys.executable, "-c", RECORD_STARTS, storage, str(idx_dir)], tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    starts = json.loads(result.stdout.strip().splitlines()[-1])
+    # A forked child of a process with a JAX backend gets its locks but not the threads that
+    # hold them, so it can deadlock.
+    assert starts == [["spawn", False, True], ["spawn", False, True]]
 
 
 @pytest.mark.parametrize(
