@@ -298,11 +298,25 @@ _REGNET_RULES: dict[str, _Rule] = {
 }
 
 
-def _check_keys(where: str, data: Any, rules: Mapping[str, _Rule]) -> None:
-    """Check that `data` is an object whose keys in `rules` exist and obey their rule."""
+def _check_keys(
+    where: str, data: Any, rules: Mapping[str, _Rule], known_only: bool = True
+) -> None:
+    """Check that `data` is an object whose keys in `rules` exist and obey their rule.
+
+    With `known_only`, a key outside `rules` is an error too: in the sections that define the
+    network, an unknown key is most likely a misspelled one whose value would be ignored.
+    """
     if not isinstance(data, Mapping):
         raise ArchitectureError(
             f"'{where}' is {data!r}; expected an object with keys {list(rules)}.", where
+        )
+    unknown = [key for key in data if key not in rules]
+    if known_only and unknown:
+        path = f"{where}.{unknown[0]}"
+        raise ArchitectureError(
+            f"unknown key '{path}' (value {data[unknown[0]]!r}); the keys of '{where}' are "
+            f"{list(rules)}. Fix its spelling or remove it.",
+            path,
         )
     for key, (valid, expected) in rules.items():
         path = f"{where}.{key}"
@@ -372,7 +386,7 @@ def _parse_regnet(data: Any, spec: AnyNetSpec) -> RegNetParams | None:
 
 
 def _parse_complexity(data: Any, spec: AnyNetSpec) -> tuple[int, dict[str, int]]:
-    _check_keys("complexity", data, {"image_size": _POSITIVE_INTEGER})
+    _check_keys("complexity", data, {"image_size": _POSITIVE_INTEGER}, known_only=False)
     image_size = data["image_size"]
     counts = complexity(spec, image_size)
     for key, value in counts.items():

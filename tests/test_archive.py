@@ -107,6 +107,16 @@ BAD_FILES = {
         ["is 0", "an integer >= 1"],
     ),
     "metrics as list": (_set(["metrics"], [0.9]), "metrics", ["[0.9]", "informational"]),
+    "misspelled stem key": (
+        _set(["anynet", "stem_wdith"], 3),
+        "anynet.stem_wdith",
+        ["unknown key", "value 3", "Fix its spelling"],
+    ),
+    "misspelled stage key": (
+        _set([*STAGES, 1, "widht"], 64),
+        "anynet.stages[1].widht",
+        ["unknown key", "'width'"],
+    ),
 }
 
 
