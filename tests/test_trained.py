@@ -133,8 +133,9 @@ def test_other_files_are_not_models(trained_run: dict[str, Any], tmp_path: Path)
         load_trained(run_dir / CHECKPOINT_NAME)
     with pytest.raises(ValueError, match=re.escape(f"{text} is not a saved model")):
         load_trained(text)
-    with pytest.raises(ValueError, match="is not a saved model"):
+    with pytest.raises(ValueError, match="is not a saved model") as error:
         load_trained(run_dir / "summary.json")
+    assert f"or the {MODEL_NAME} in it" in str(error.value)
 
 
 def test_weights_must_fit_architecture(trained_run: dict[str, Any], tmp_path: Path) -> None:
