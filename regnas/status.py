@@ -23,7 +23,7 @@ from regnas.storage import (
     open_storage,
     resolve_storage,
 )
-from regnas.trials import FAIL_REASON_KEY, WORKER_HOST_KEY, WORKER_PID_KEY
+from regnas.trials import FAIL_REASON_KEY, WORKER_HOST_KEY, WORKER_PID_KEY, is_rejected
 
 
 _State = optuna.trial.TrialState
@@ -118,6 +118,13 @@ def _state_lines(study: optuna.Study, storage_text: str) -> list[str]:
         f"{sum(trial.state == state for trial in trials)} {state.name}" for state in _State
     )
     lines = [f"Study {study.study_name!r} in {storage_text}: {len(trials)} trials: {counts}."]
+    rejected = sum(is_rejected(trial) for trial in trials)
+    if rejected:
+        # Rejected samples are stored as PRUNED, but the search neither trains nor counts them.
+        lines.append(
+            f"  {rejected} of the PRUNED are samples rejected before training (outside the "
+            "budget or the space), which --trials does not count."
+        )
     running = [trial for trial in trials if trial.state == _State.RUNNING]
     now = datetime.datetime.now()
     for trial in running:

@@ -9,6 +9,7 @@ import optuna
 import pytest
 
 from regnas.storage import GRACE_PERIOD_ENV, HEARTBEAT_INTERVAL_ENV, open_storage
+from regnas.trials import REJECTED_KEY
 
 from conftest import run_module
 
@@ -39,6 +40,20 @@ def test_lists_running_trials(tmp_path: Path) -> None:
     assert "2 trials: 1 RUNNING, 1 COMPLETE, 0 PRUNED, 0 FAIL, 0 WAITING" in result.stdout
     assert "RUNNING trial 1: started " in result.stdout
     assert "worker node7 pid 4242" in result.stdout
+
+
+def test_rejected_samples_counted_apart(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'status.db'}"
+    study, _ = make_study(storage)
+    rejected = study.ask()
+    rejected.set_user_attr(REJECTED_KEY, "above 5 MFLOPs")
+    study.tell(rejected, state=State.PRUNED)
+
+    result = run_module("regnas.status", "--study", "status", "--storage", storage, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "3 trials: 1 RUNNING, 1 COMPLETE, 1 PRUNED" in result.stdout
+    assert "1 of the PRUNED are samples rejected before training" in result.stdout
 
 
 def test_journal_fails_old_running_trial(tmp_path: Path) -> None:
