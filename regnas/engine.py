@@ -7,10 +7,14 @@ every segment a network needs before training, which also separates compile time
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Callable, Iterator
+import ctypes
 import dataclasses
 import functools
+import gc
 import math
+import os
 import time
 from typing import Any
 
@@ -199,10 +203,61 @@ class TrainState:
 
 # Segment keys with the input shapes that `Trainer.compile` has compiled them for.
 _COMPILED_SIGNATURES: set[tuple[Any, ...]] = set()
-# Compiled segment functions shared by every Trainer of the process, keyed by `_Segment.key`.
-# NOTE: never evicted. It grows with the distinct block shapes a search meets, which the space
-# bounds; its memory over a long search has not been measured yet.
-_SEGMENT_FUNCTIONS: dict[tuple[Any, ...], dict[str, Any]] = {}
+# Compiled segment functions shared by every Trainer of the process, keyed by `_Segment.key`,
+# least recently used first. Each holds tens of MB of compiled code, so `Trainer.compile` drops
+# the least recently used beyond `segment_cache_size()`.
+_SEGMENT_FUNCTIONS: collections.OrderedDict[tuple[Any, ...], dict[str, Any]] = (
+    collections.OrderedDict()
+)
+SEGMENT_CACHE_ENV = "REGNAS_SEGMENT_CACHE"
+DEFAULT_SEGMENT_CACHE = 48
+
+
+def segment_cache_size() -> int:
+    """Return how many compiled segments a process keeps: ``$REGNAS_SEGMENT_CACHE``, or 48.
+
+    Without a bound, a worker's memory grew from 2.0 GB after 10 random networks of the default
+    space to 5.8 GB after 200 (docs/benchmarks.md). A larger cache recompiles less often.
+    """
+    text = os.environ.get(SEGMENT_CACHE_ENV, "")
+    if not text:
+        return DEFAULT_SEGMENT_CACHE
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(
+            f"{SEGMENT_CACHE_ENV} must be a positive integer, got {text!r}. Unset it to keep "
+            f"{DEFAULT_SEGMENT_CACHE} compiled segments."
+        )
+    return int(text)
+
+
+def _evict_segments(keep: set[tuple[Any, ...]]) -> int:
+    """Drop the least recently used compiled segments beyond the cache size, except `keep`."""
+    limit, evicted = segment_cache_size(), 0
+    for key in list(_SEGMENT_FUNCTIONS):
+        if len(_SEGMENT_FUNCTIONS) <= limit:
+            break
+        if key not in keep:
+            del _SEGMENT_FUNCTIONS[key]
+            evicted += 1
+    if evicted:
+        _COMPILED_SIGNATURES.difference_update(
+            {
+                signature
+                for signature in _COMPILED_SIGNATURES
+                if signature[0] not in _SEGMENT_FUNCTIONS
+            }
+        )
+        gc.collect()
+        _return_free_memory()
+    return evicted
+
+
+def _return_free_memory() -> None:
+    """Ask glibc to hand freed heap pages back to the system, so that RSS shows the eviction."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # Not glibc: the memory is still free for reuse within the process.
 
 
 class Trainer:
@@ -300,7 +355,9 @@ class Trainer:
 
     def _functions(self, segment: _Segment) -> dict[str, Any]:
         functions = _SEGMENT_FUNCTIONS.get(segment.key)
-        if functions is None:
+        if functions is not None:
+            _SEGMENT_FUNCTIONS.move_to_end(segment.key)
+        else:
             kind = segment.key[0]
             if kind == "stem":
                 functions = _stem_functions(self.spec, self.optimizer, self.config.batch_size)
@@ -318,7 +375,8 @@ class Trainer:
         """Compile every segment this process has not compiled yet; return the seconds taken.
 
         Compiling happens by running one train step and one evaluation batch on copies of the
-        state, so training and evaluation afterwards compile nothing.
+        state, so training and evaluation afterwards compile nothing. Then the least recently
+        used segments of other networks are dropped beyond `segment_cache_size()`.
         """
         start = time.perf_counter()
         # The jit caches of augmentation and EMA make these calls cheap after the first.
@@ -332,6 +390,7 @@ class Trainer:
             )
         signatures = self._signatures()
         if signatures <= _COMPILED_SIGNATURES:
+            _evict_segments({segment.key for segment in self.segments})
             self._compiled = True
             return time.perf_counter() - start
         copy = functools.partial(jax.tree_util.tree_map, jnp.copy)
@@ -343,6 +402,7 @@ class Trainer:
         jax.block_until_ready(totals)
         jax.block_until_ready(self._eval_batch(self.state, jnp.zeros(2), 0))
         _COMPILED_SIGNATURES.update(signatures)
+        _evict_segments({segment.key for segment in self.segments})
         self._compiled = True
         return time.perf_counter() - start
 

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from regnas import AnyNetSpec, StageSpec
+from regnas import AnyNetSpec, StageSpec, engine
 from regnas.engine import DeviceData, NonFiniteLossError, TrainConfig, Trainer, _normalize
 
 from conftest import make_images
@@ -244,3 +244,34 @@ def test_config_rejects_bad_recipe_values() -> None:
         TrainConfig(ema_decay=-0.1)
     with pytest.raises(ValueError, match="flip"):
         TrainConfig(flip=1)  # type: ignore[arg-type]
+
+
+def test_segment_cache_keeps_at_most_its_size(
+    device_data: DeviceData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+    first = AnyNetSpec(stages=(StageSpec(1, 48),))
+    second = AnyNetSpec(stages=(StageSpec(1, 56),))
+    Trainer(first, config, device_data).compile()
+    monkeypatch.setenv(engine.SEGMENT_CACHE_ENV, "3")
+
+    trainer = Trainer(second, config, device_data)
+    trainer.compile()
+
+    # The stem, the block and the head of the second network; the first one's block is gone.
+    assert set(engine._SEGMENT_FUNCTIONS) == {segment.key for segment in trainer.segments}
+    again = Trainer(first, config, device_data)
+    with count_compiles() as compiles:
+        again.compile()
+    assert compiles, "an evicted block must compile again"
+    assert math.isfinite(next(again.epochs()).train_loss)
+    assert len(engine._SEGMENT_FUNCTIONS) == 3
+
+
+def test_segment_cache_size_rejects_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(engine.SEGMENT_CACHE_ENV, "0")
+
+    with pytest.raises(
+        ValueError, match=r"REGNAS_SEGMENT_CACHE must be a positive integer, got '0'"
+    ):
+        engine.segment_cache_size()
