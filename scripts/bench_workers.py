@@ -8,8 +8,8 @@ For each worker count it runs ``python -m regnas.search --workers N`` on a new s
 SQLite file and, with --postgres, on a new study in that PostgreSQL database. It prints one row
 per run: wall seconds, trained trials (complete and pruned), rejected samples, trained trials per
 hour, and how often the output mentions a locked database. Arguments after ``--`` go to every
-search; the default ones make short trials (1 epoch on 4,000 images), which load the storage more
-than the main job does. Every run starts fresh processes, so each new network's compile time
+search. The default ones make short trials (1 epoch on 4,000 images), so they load the storage
+more than the main job does. Every run starts fresh processes, so each new network's compile time
 counts.
 """
 
