@@ -11,7 +11,13 @@ from regnas.archive import architecture_document
 from regnas.regnet import RegNetParams
 from regnas.spec import AnyNetSpec
 from regnas.storage import load_existing_study, mask_password, open_storage, resolve_storage
-from regnas.study import IMAGE_SIZE, VERSIONS_KEY, pareto_front, validation_accuracy
+from regnas.study import (
+    IMAGE_SIZE,
+    VERSIONS_KEY,
+    pareto_front,
+    stored_flags,
+    validation_accuracy,
+)
 from regnas.trials import DUPLICATE_KEY, SETTINGS_KEY
 from regnas.versions import package_versions
 
@@ -75,9 +81,12 @@ def _trained(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     if not complete:
         states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
         counts = {state: states.count(state) for state in sorted(set(states))}
+        stored = study.user_attrs.get(SETTINGS_KEY)
+        flags = f" {stored_flags(stored)}" if isinstance(stored, dict) else ""
         raise ValueError(
             f"Study {study.study_name!r} has no completed trial yet (trials by state: "
-            f"{counts or 0}). Run 'python -m regnas.search --study {study.study_name}' first."
+            f"{counts or 0}). Run 'python -m regnas.search --study {study.study_name}{flags}' "
+            "first."
         )
     # A trial that reused an identical architecture's result adds nothing to export.
     return [trial for trial in complete if DUPLICATE_KEY not in trial.user_attrs] or complete

@@ -17,6 +17,7 @@ from regnas.models import AnyNet, init_variables
 from regnas.results import export_best
 from regnas.spec import AnyNetSpec
 from regnas.study import SearchConfig, count_finished
+from regnas.trials import SETTINGS_KEY
 
 from conftest import TINY_SPACE
 
@@ -130,6 +131,19 @@ def test_export_without_completed_trial(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="has no completed trial yet"):
         export_best("empty", storage)
+
+
+def test_export_without_completed_trial_repeats_flags(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'small.db'}"
+    study = optuna.create_study(study_name="small", storage=storage)
+    study.set_user_attr(SETTINGS_KEY, {"epochs": 1, "train_size": 2000, "val_size": 1000})
+
+    with pytest.raises(ValueError) as error:
+        export_best("small", storage)
+
+    message = str(error.value)
+    assert "python -m regnas.search --study small --epochs 1 --train-size 2000" in message
+    assert "--val-size 1000" in message
 
 
 def test_export_unknown_study_lists_known(tmp_path: Path) -> None:
