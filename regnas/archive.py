@@ -151,8 +151,8 @@ def select_entry(document: Any, trial: int | None) -> tuple[str, Any]:
         found = _trial_of(document)
         if trial is not None and found != trial:
             raise ArchitectureError(
-                f"the file contains only trial {found}, not trial {trial}. Pass trial={found} "
-                "or trial=None.",
+                f"the file contains only trial {found}, not trial {trial}. Leave out --trial "
+                f"(trial=None in Python), or pass --trial {found}.",
                 key="provenance.trial",
             )
         return "", document
@@ -165,13 +165,13 @@ def select_entry(document: Any, trial: int | None) -> tuple[str, Any]:
         )
     if trial is None:
         raise ArchitectureError(
-            f"the file contains {len(document)} architectures, of trials {numbers}. Pass trial=N "
-            "(or --trial N on the command line) to pick one."
+            f"the file contains {len(document)} architectures, of trials {numbers}. Pick one "
+            "with --trial N (trial=N in Python)."
         )
     if trial not in numbers:
         raise ArchitectureError(
             f"the file contains no architecture of trial {trial}, only trials {numbers}. "
-            "Pass one of these as trial=N."
+            "Pass one of these with --trial N (trial=N in Python)."
         )
     index = numbers.index(trial)
     return f"[{index}].", document[index]

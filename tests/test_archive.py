@@ -194,7 +194,7 @@ def test_json_round_trip_keeps_spec(tmp_path: Path) -> None:
 def test_list_needs_trial(tmp_path: Path) -> None:
     path = save_architecture(tmp_path / "front.json", [free_document(3), regnet_document(7)])
 
-    with pytest.raises(ArchitectureError, match=r"trials \[3, 7\]\. Pass trial=N"):
+    with pytest.raises(ArchitectureError, match=r"trials \[3, 7\]\. Pick one with --trial N"):
         regnas.load_architecture(path)
     with pytest.raises(ArchitectureError, match=r"no architecture of trial 5.*\[3, 7\]"):
         regnas.load_architecture(path, trial=5)
