@@ -109,12 +109,8 @@ def load_checkpoint(
         ValueError: The file is not a regnas checkpoint, or it was written with other settings;
             the message names the first differing setting. The file is left untouched.
     """
-    try:
-        raw = read_msgpack(path, FORMAT, VERSION, "a training checkpoint")
-    except ValueError as error:
-        raise ValueError(
-            f"{error} Pass --fresh to replace it, or another --checkpoint-dir."
-        ) from None
+    fix = "Pass --fresh to replace it, or another --checkpoint-dir."
+    raw = read_msgpack(path, FORMAT, VERSION, "a training checkpoint", fix)
     saved = json.loads(raw["settings"])
     current = json.loads(json.dumps(settings, sort_keys=True))
     for name in sorted(set(saved) | set(current)):
@@ -140,7 +136,9 @@ def load_checkpoint(
     return list(json.loads(raw["history"]))
 
 
-def read_msgpack(path: Path, file_format: str, version: int, kind: str) -> dict[str, Any]:
+def read_msgpack(
+    path: Path, file_format: str, version: int, kind: str, fix: str
+) -> dict[str, Any]:
     """Read a msgpack file of regnas and check its format and version.
 
     Args:
@@ -148,6 +146,7 @@ def read_msgpack(path: Path, file_format: str, version: int, kind: str) -> dict[
         file_format: The expected value of the ``format`` entry.
         version: The version this regnas reads.
         kind: What the file should be, for error messages ("a saved model").
+        fix: The sentence that ends every ValueError message: what the caller should do.
 
     Raises:
         FileNotFoundError: The file does not exist.
@@ -159,15 +158,17 @@ def read_msgpack(path: Path, file_format: str, version: int, kind: str) -> dict[
         raw = serialization.msgpack_restore(path.read_bytes())
     except Exception as error:  # msgpack raises several unrelated types on bad bytes.
         raise ValueError(
-            f"{path} is not {kind}: it cannot be read as msgpack ({error})."
+            f"{path} is not {kind}: it cannot be read as msgpack ({error}). {fix}"
         ) from None
     if not isinstance(raw, dict) or raw.get("format") != file_format:
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise ValueError(f"{path} is not {kind}: its format is {found!r}, not {file_format!r}.")
+        raise ValueError(
+            f"{path} is not {kind}: its format is {found!r}, not {file_format!r}. {fix}"
+        )
     if raw.get("version") != version:
         raise ValueError(
             f"{path} has {file_format} version {raw.get('version')!r}; this regnas reads "
-            f"version {version}. Use the regnas version that wrote it."
+            f"version {version}. Use the regnas version that wrote it. {fix}"
         )
     return raw
 

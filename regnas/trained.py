@@ -152,12 +152,8 @@ def load_trained(path: str | Path) -> TrainedModel:
             f"Saved model {file} not found. Train one with 'python -m regnas.train --config "
             "FILE', which writes runs/NAME/model.msgpack, and pass that file or its directory."
         )
-    try:
-        raw = read_msgpack(file, FORMAT, VERSION, "a saved model")
-    except ValueError as error:
-        raise ValueError(
-            f"{error} Pass a run directory of 'python -m regnas.train', or the {MODEL_NAME} in it."
-        ) from None
+    fix = f"Pass a run directory of 'python -m regnas.train', or the {MODEL_NAME} in it."
+    raw = read_msgpack(file, FORMAT, VERSION, "a saved model", fix)
     try:
         architecture = parse_architecture(json.loads(raw["architecture"]))
         normalization = raw["normalization"]
