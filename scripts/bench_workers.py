@@ -48,12 +48,14 @@ def run(storage: str, workers: int, trials: int, search_args: list[str]) -> dict
         str(trials),
         *search_args,
     ]
+
     start = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - start
     output = completed.stdout + completed.stderr
     if completed.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({completed.returncode}):\n{output}")
+
     study_trials = optuna.load_study(study_name=study, storage=storage).get_trials(deepcopy=False)
     # Rejected samples are stored as pruned trials but were never trained, so count them apart.
     states = [trial.state for trial in study_trials if not is_rejected(trial)]

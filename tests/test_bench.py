@@ -41,6 +41,8 @@ def test_bench_sample_reports_compile_times_and_memory() -> None:
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("  1: ") and "MB resident" in lines[0]
+    assert lines[0].startswith("  1: ")
+    assert "MB resident" in lines[0]
     assert lines[-2].startswith("compile seconds: median ")
-    assert lines[-1].startswith("resident memory: ") and "after 2 (" in lines[-1]
+    assert lines[-1].startswith("resident memory: ")
+    assert "after 2 (" in lines[-1]

@@ -205,9 +205,7 @@ def test_explicit_dir_without_files_never_falls_back(
     assert str(isolated_data) not in str(error.value)
 
 
-def test_missing_explicit_dir_is_an_error_not_a_download(
-    isolated_data: Path, tmp_path: Path
-) -> None:
+def test_missing_explicit_dir_fails(isolated_data: Path, tmp_path: Path) -> None:
     typo = tmp_path / "fashoin-mnist"
 
     with pytest.raises(FileNotFoundError, match=r"does not exist\. Fix the path"):

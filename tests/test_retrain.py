@@ -214,7 +214,7 @@ def test_concurrent_run_is_rejected(architecture: Path, idx_dir: Path, tmp_path:
     assert run(architecture, idx_dir, tmp_path / "run", config)["epochs"] == 1
 
 
-def test_trial_option_trains_one_entry_of_a_list_export(idx_dir: Path, tmp_path: Path) -> None:
+def test_trial_picks_list_entry(idx_dir: Path, tmp_path: Path) -> None:
     other = AnyNetSpec(stages=(StageSpec(1, 8, group_w=4),))
     listing = save_architecture(
         tmp_path / "top2.json",
@@ -227,7 +227,8 @@ def test_trial_option_trains_one_entry_of_a_list_export(idx_dir: Path, tmp_path:
 
     with pytest.raises(ValueError, match=r"trial=") as error:
         retrain(str(listing), config, data_dir=str(idx_dir), train_size=128)
-    assert "3" in str(error.value) and "7" in str(error.value)
+    assert "3" in str(error.value)
+    assert "7" in str(error.value)
 
     summary = retrain(
         str(listing),
