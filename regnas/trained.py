@@ -77,14 +77,21 @@ class TrainedModel:
         return self.architecture.spec
 
     def logits(self, images: np.ndarray | jax.Array) -> np.ndarray:
-        """Return the class scores, shape (N, classes), of uint8 or float images.
+        """Return the class scores of uint8 or float images.
 
         Args:
-            images: Shape (N, 28, 28) or (N, 28, 28, 1); uint8 in [0, 255] or floats in [0, 1].
+            images: A batch, shape (N, 28, 28) or (N, 28, 28, 1), or one image, shape (28, 28)
+                or (28, 28, 1); uint8 in [0, 255] or floats in [0, 1].
+
+        Returns:
+            Shape (N, classes) for a batch, (classes,) for one image.
 
         Raises:
             ValueError: The shape, dtype or value range does not fit.
         """
+        images = np.asarray(images)
+        if self._is_one_image(images.shape):
+            return self.logits(images[None])[0]
         pixels = self._pixels(images)
         count = len(pixels)
         padded = -(-count // _BATCH) * _BATCH
@@ -97,8 +104,15 @@ class TrainedModel:
         return np.concatenate(outputs)[:count] if outputs else np.zeros((0, self.spec.num_classes))
 
     def predict(self, images: np.ndarray | jax.Array) -> np.ndarray:
-        """Return the predicted class of each image (see `logits` for the accepted input)."""
+        """Return the predicted class of each image, or of one image as a 0-d array.
+
+        See `logits` for the accepted input.
+        """
         return np.argmax(self.logits(images), axis=-1)
+
+    def _is_one_image(self, shape: tuple[int, ...]) -> bool:
+        size, channels = self.architecture.image_size, self.spec.in_channels
+        return shape in ((size, size), (size, size, channels))
 
     def _pixels(self, images: np.ndarray | jax.Array) -> np.ndarray:
         images = np.asarray(images)
@@ -108,7 +122,8 @@ class TrainedModel:
         if images.ndim != 4 or images.shape[1:] != (size, size, self.spec.in_channels):
             raise ValueError(
                 f"images must have shape (N, {size}, {size}) or (N, {size}, {size}, "
-                f"{self.spec.in_channels}), got {images.shape}."
+                f"{self.spec.in_channels}), or ({size}, {size}) for one image, got "
+                f"{images.shape}."
             )
         if images.dtype == np.uint8:
             # The same operations, in the same order, as the training engine's normalization.

@@ -90,6 +90,17 @@ def test_predict_accepts_layouts(trained_run: dict[str, Any], idx_dir: Path) -> 
     assert model.logits(images[:0]).shape == (0, 10)
 
 
+def test_predict_accepts_one_image(trained_run: dict[str, Any], idx_dir: Path) -> None:
+    model = load_trained(trained_run["run_dir"])
+    images, _ = data_lib.load_arrays(idx_dir, train=False)
+    batch_logits = model.logits(images[:1])
+
+    np.testing.assert_array_equal(model.logits(images[0]), batch_logits[0])
+    np.testing.assert_array_equal(model.logits(images[0, ..., 0]), batch_logits[0])
+    assert model.predict(images[0]).shape == ()
+    assert int(model.predict(images[0])) == int(np.argmax(batch_logits[0]))
+
+
 @pytest.mark.parametrize(
     ("images", "message"),
     [
