@@ -126,16 +126,24 @@ def retrain(
     with checkpoint_lock(checkpoint.parent):
         history = _resume(trainer, checkpoint, settings, options.fresh)
         resumed_after = trainer.epoch
-        compile_seconds = trainer.compile()
-        _logger.info(
-            "Compiled in %.1fs; %d of %d epochs left, on %d images; checkpoint %s",
-            compile_seconds,
-            train_config.epochs - trainer.epoch,
-            train_config.epochs,
-            len(train_images),
-            checkpoint,
-        )
-        _train(trainer, history, checkpoint, settings, options)
+        compile_seconds = 0.0
+        if trainer.epoch < train_config.epochs:
+            compile_seconds = trainer.compile()
+            _logger.info(
+                "Compiled in %.1fs; %d of %d epochs left, on %d images; checkpoint %s",
+                compile_seconds,
+                train_config.epochs - trainer.epoch,
+                train_config.epochs,
+                len(train_images),
+                checkpoint,
+            )
+            _train(trainer, history, checkpoint, settings, options)
+        else:
+            _logger.info(
+                "All %d epochs are trained already; evaluating the model. Pass --fresh to "
+                "train again, or a larger --epochs to continue.",
+                train_config.epochs,
+            )
         save_model(model_file, document, trainer.final_variables())
 
     test_accuracy, test_loss = evaluate_model(load_trained(model_file), test_images, test_labels)

@@ -42,17 +42,25 @@ def main(argv: list[str] | None = None) -> int:
     from regnas.engine import TrainConfig
     from regnas.retrain import RunOptions, retrain
 
-    train_config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        crop_padding=args.crop_padding,
-        flip=args.flip,
-        label_smoothing=args.label_smoothing,
-        ema_decay=args.ema_decay,
+    fields = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "seed",
+        "crop_padding",
+        "flip",
+        "label_smoothing",
+        "ema_decay",
     )
+    try:
+        train_config = TrainConfig(**{name: getattr(args, name) for name in fields})
+    except ValueError as error:
+        # TrainConfig names its fields; on the command line they are flags.
+        name, _, rest = str(error).partition(" ")
+        if name not in fields:
+            raise
+        raise ValueError(f"--{name.replace('_', '-')} {rest}") from None
     options = RunOptions(
         run_dir=args.run_dir,
         checkpoint_dir=args.checkpoint_dir,

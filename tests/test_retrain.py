@@ -21,6 +21,8 @@ from regnas.retrain import RunOptions, retrain
 from regnas.spec import AnyNetSpec, StageSpec
 from regnas.trained import MODEL_NAME, load_trained
 
+from conftest import run_module
+
 
 SPEC = AnyNetSpec(stages=(StageSpec(1, 16), StageSpec(1, 32)))
 # Every part of the recipe is on, so that resuming has to restore all of it.
@@ -142,6 +144,24 @@ def test_fresh_starts_over(architecture: Path, idx_dir: Path, tmp_path: Path) ->
     assert run(architecture, idx_dir, tmp_path / "run", config)["resumed_after_epoch"] == 1
 
 
+def test_finished_run_reruns_without_compiling(
+    architecture: Path, idx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+    first = run(architecture, idx_dir, tmp_path / "run", config)
+
+    def refuse_compile(self: Any) -> float:
+        raise AssertionError("a finished run compiled its train step again")
+
+    monkeypatch.setattr(retrain_lib.Trainer, "compile", refuse_compile)
+    again = run(architecture, idx_dir, tmp_path / "run", config)
+
+    assert again["resumed_after_epoch"] == 1
+    assert again["compile_seconds"] == 0.0
+    assert again["test_accuracy"] == first["test_accuracy"]
+    assert again["history"] == first["history"]
+
+
 def test_checkpoint_dir_option(architecture: Path, idx_dir: Path, tmp_path: Path) -> None:
     config = TrainConfig(epochs=1, batch_size=64)
 
@@ -241,3 +261,25 @@ def test_trial_picks_list_entry(idx_dir: Path, tmp_path: Path) -> None:
     assert summary["params"] == complexity(other, 28)["params"]
     assert load_trained(tmp_path / "run").spec == other
     assert retrain_lib.default_run_dir(listing, 7) == Path("runs") / "top2-trial7"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--epochs", "0"], "error: --epochs must be a positive integer, got 0."),
+        (["--batch-size", "-1"], "error: --batch-size must be a positive integer, got -1."),
+        (["--lr", "nan"], "error: --lr must be a finite number >= 0, got nan."),
+        (["--crop-padding", "9"], "error: --crop-padding must be an integer in [0, 8]"),
+        (["--label-smoothing", "1"], "error: --label-smoothing must be in [0, 1), got 1.0."),
+        (["--ema-decay", "-0.5"], "error: --ema-decay must be in [0, 1), got -0.5."),
+    ],
+)
+def test_bad_recipe_flag_is_named(
+    architecture: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run_module("regnas.train", "--config", str(architecture), *args, cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
