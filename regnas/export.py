@@ -150,10 +150,12 @@ def write_export(
         _reject_storage_output(path, storage_url)
     for path, text in texts.items():
         try:
+            if not path.parent.exists():
+                path.parent.mkdir(parents=True)
+                print(f"Created the directory {path.parent.resolve()}")
             if text is None:
                 save_architecture(path, documents)
             else:
-                path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text, encoding="utf-8")
         except OSError as error:
             raise ValueError(

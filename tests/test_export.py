@@ -216,3 +216,14 @@ def test_cli_unwritable_output_one_line(storage: str, tmp_path: Path) -> None:
     assert len(lines) == 1
     assert lines[0].startswith(f"error: Cannot write {blocker / 'best.yaml'}")
     assert "Pass --output FILE in a writable directory" in lines[0]
+
+
+def test_cli_says_when_it_creates_a_directory(
+    storage: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "new" / "nested" / "best.json"
+
+    assert export.main(["--study", STUDY, "--storage", storage, "--output", str(output)]) == 0
+
+    assert f"Created the directory {output.parent.resolve()}" in capsys.readouterr().out
+    assert regnas.load_architecture(output).provenance["trial"] == 1
