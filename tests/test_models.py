@@ -1,14 +1,22 @@
-"""Flax AnyNet: the dense grouped convolution equals XLA's grouped one; host initialization."""
+"""Flax AnyNet: the dense grouped convolution equals XLA's grouped one, BatchNorm equals Flax's,
+host initialization."""
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from regnas import AnyNetSpec, StageSpec
-from regnas.models import AnyNet, GroupedConv3x3, init_variables, resolve_grouped_conv
+from regnas.models import (
+    AnyNet,
+    BatchNorm,
+    GroupedConv3x3,
+    init_variables,
+    resolve_grouped_conv,
+)
 
 
 @pytest.mark.parametrize(("groups", "stride"), [(4, 1), (3, 2), (1, 1)])
@@ -32,6 +40,46 @@ def test_dense_grouped_conv_matches_native(groups: int, stride: int) -> None:
         strict=True,
     ):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_matches_flax() -> None:
+    # Shifted and scaled input, so that mean and variance matter; random scale and bias.
+    x = 3.0 + 2.0 * jax.random.normal(jax.random.key(0), (4, 5, 5, 6))
+    ours = BatchNorm(use_running_average=False)
+    flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    variables = flax_bn.init(jax.random.key(1), x)
+    keys = jax.random.split(jax.random.key(2), 2)
+    variables = {
+        "params": {
+            "scale": jax.random.uniform(keys[0], (6,), minval=0.5, maxval=1.5),
+            "bias": jax.random.normal(keys[1], (6,)),
+        },
+        "batch_stats": variables["batch_stats"],
+    }
+    cotangent = jax.random.normal(jax.random.key(3), x.shape)
+
+    def run(module: nn.Module, params: dict, x: jax.Array) -> tuple[jax.Array, dict]:
+        variables_now = {"params": params, "batch_stats": variables["batch_stats"]}
+        return module.apply(variables_now, x, mutable=["batch_stats"])
+
+    results = {}
+    for name, module in (("ours", ours), ("flax", flax_bn)):
+        (y, updates), pullback = jax.vjp(
+            lambda p, x, m=module: run(m, p, x), variables["params"], x
+        )
+        zero_stats = jax.tree_util.tree_map(jnp.zeros_like, updates)
+        grads = pullback((cotangent, zero_stats))
+        evaluated = module.clone(use_running_average=True).apply(
+            {"params": variables["params"], **updates}, x
+        )
+        results[name] = (y, updates, grads, evaluated)
+
+    for got, expected in zip(
+        jax.tree_util.tree_leaves(results["ours"]),
+        jax.tree_util.tree_leaves(results["flax"]),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_grouped_conv_choice_validated() -> None:
