@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,9 @@ from regnas.space import RegNetSpace
 
 
 DEBIAN_DATA = data_lib.DEBIAN_DIR
+# Compiled code goes to a cache of this test session, and its subprocesses inherit it, so that
+# tests neither read nor fill the user's ~/.cache/regnas/xla.
+os.environ.setdefault("REGNAS_COMPILE_CACHE", tempfile.mkdtemp(prefix="regnas-test-xla-"))
 # The smallest networks of the RegNet space: one or two stages, so that a trial compiles quickly.
 TINY_SPACE = RegNetSpace(
     depth=(1, 2), w0=(8, 16), wa=(8.0, 16.0), wm=(2.0, 3.0), group_w=(8,), bot_mul=(1.0,)

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 import contextlib
 import math
+import os
+from pathlib import Path
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,9 +17,10 @@ import optax
 import pytest
 
 from regnas import AnyNetSpec, StageSpec, engine
+from regnas.archive import architecture_document, save_architecture
 from regnas.engine import DeviceData, NonFiniteLossError, TrainConfig, Trainer, _normalize
 
-from conftest import make_images
+from conftest import REPO, make_images
 
 
 SPEC = AnyNetSpec(stages=(StageSpec(1, 16), StageSpec(1, 32)))
@@ -35,18 +40,24 @@ def device_data() -> DeviceData:
 
 @contextlib.contextmanager
 def count_compiles() -> Iterator[list[str]]:
-    """Collect one entry per XLA backend compilation inside the block."""
+    """Collect one entry per executable that XLA compiles, or loads from the on-disk cache."""
     events: list[str] = []
 
-    def listener(event: str, duration: float, **kwargs: object) -> None:
+    def compiled(event: str, duration: float, **kwargs: object) -> None:
         if event == "/jax/core/compile/backend_compile_duration":
             events.append(event)
 
-    jax.monitoring.register_event_duration_secs_listener(listener)
+    def loaded(event: str, **kwargs: object) -> None:
+        if event == "/jax/compilation_cache/cache_hits":
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(compiled)
+    jax.monitoring.register_event_listener(loaded)
     try:
         yield events
     finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
+        jax.monitoring.unregister_event_duration_listener(compiled)
+        jax.monitoring.unregister_event_listener(loaded)
 
 
 def test_train_epoch_updates_batch_stats(device_data: DeviceData) -> None:
@@ -263,7 +274,7 @@ def test_segment_cache_keeps_at_most_its_size(
     again = Trainer(first, config, device_data)
     with count_compiles() as compiles:
         again.compile()
-    assert compiles, "an evicted block must compile again"
+    assert compiles, "an evicted block must compile again, or load from the disk cache"
     assert math.isfinite(next(again.epochs()).train_loss)
     assert len(engine._SEGMENT_FUNCTIONS) == 3
 
@@ -275,3 +286,66 @@ def test_segment_cache_size_rejects_bad_value(monkeypatch: pytest.MonkeyPatch) -
         ValueError, match=r"REGNAS_SEGMENT_CACHE must be a positive integer, got '0'"
     ):
         engine.segment_cache_size()
+
+
+def test_compile_cache_dir_rules(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv(engine.COMPILE_CACHE_ENV, raising=False)
+    assert engine.compile_cache_dir() == tmp_path / "regnas" / "xla"
+
+    monkeypatch.setenv(engine.COMPILE_CACHE_ENV, str(tmp_path / "mine"))
+    assert engine.compile_cache_dir() == tmp_path / "mine"
+
+    monkeypatch.setenv(engine.COMPILE_CACHE_ENV, "OFF")
+    assert engine.compile_cache_dir() is None
+
+
+def bench_tiny(config: Path, cache: str) -> subprocess.CompletedProcess[str]:
+    options = ["--steps", "1", "--repeats", "1", "--batch-size", "16", "--json"]
+    return subprocess.run(
+        [sys.executable, "-m", "regnas.bench", "--config", str(config), *options],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), engine.COMPILE_CACHE_ENV: cache},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_compile_cache_serves_next_process(tmp_path: Path) -> None:
+    spec = AnyNetSpec(stages=(StageSpec(1, 16),), stem_w=8)
+    config = save_architecture(
+        tmp_path / "tiny.json", architecture_document(spec, None, 28, {}, {})
+    )
+    cache = tmp_path / "xla"
+
+    first = bench_tiny(config, str(cache))
+    entries = sorted(path.name for path in cache.iterdir())
+    second = bench_tiny(config, str(cache))
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert any(name.endswith("-cache") for name in entries)
+    # Everything the second process needed was on disk already: it added no entry.
+    assert sorted(path.name for path in cache.iterdir() if path.name.endswith("-cache")) == [
+        name for name in entries if name.endswith("-cache")
+    ]
+
+
+def test_compile_cache_off_and_unusable(tmp_path: Path) -> None:
+    config = save_architecture(
+        tmp_path / "tiny.json",
+        architecture_document(AnyNetSpec(stages=(StageSpec(1, 16),)), None, 28, {}, {}),
+    )
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    off = bench_tiny(config, "off")
+    unusable = bench_tiny(config, str(blocker / "xla"))
+
+    assert off.returncode == 0, off.stderr
+    assert unusable.returncode == 2
+    assert f"Cannot create the compile cache directory {blocker / 'xla'}" in unusable.stderr
+    assert "Set REGNAS_COMPILE_CACHE to a writable directory, or to off." in unusable.stderr
+    assert "Traceback" not in unusable.stderr
