@@ -39,10 +39,8 @@ def benchmark(
         repeats: Timed repeats; the reported speed is their median.
     """
     import jax
-    import numpy as np
 
     from regnas.complexity import complexity
-    from regnas.engine import DeviceData, TrainConfig, Trainer
     from regnas.models import resolve_grouped_conv
 
     if steps < 1 or batch_size < 1 or repeats < 1:
@@ -50,13 +48,7 @@ def benchmark(
             f"--steps, --batch-size and --repeats must be positive, got {steps}, "
             f"{batch_size} and {repeats}."
         )
-    rng = np.random.default_rng(0)
-    shape = (batch_size * 2, image_size, image_size, spec.in_channels)
-    images = rng.integers(0, 256, shape, dtype=np.uint8)
-    labels = rng.integers(0, spec.num_classes, batch_size * 2).astype(np.int32)
-    data = DeviceData.create(images, labels, images[:batch_size], labels[:batch_size], batch_size)
-    config = TrainConfig(epochs=1, batch_size=batch_size, seed=0)
-    trainer = Trainer(spec, config, data, grouped_conv=grouped_conv)  # type: ignore[arg-type]
+    trainer = _random_data_trainer(spec, batch_size, image_size, grouped_conv)
 
     compile_seconds = trainer.compile()
 
@@ -87,6 +79,37 @@ def benchmark(
         "grouped_conv": resolve_grouped_conv(grouped_conv),  # type: ignore[arg-type]
         "device": str(jax.devices()[0]),
     }
+
+
+def segment_times(
+    spec: Any,
+    batch_size: int = 128,
+    image_size: int = 28,
+    grouped_conv: str = "auto",
+    repeats: int = 20,
+) -> list[dict[str, Any]]:
+    """Time the forward and backward pass of each segment of `spec` (`Trainer.time_segments`)."""
+    if batch_size < 1 or repeats < 1:
+        raise ValueError(
+            f"--batch-size and --repeats must be positive, got {batch_size} and {repeats}."
+        )
+    trainer = _random_data_trainer(spec, batch_size, image_size, grouped_conv)
+    return trainer.time_segments(repeats)
+
+
+def _random_data_trainer(spec: Any, batch_size: int, image_size: int, grouped_conv: str) -> Any:
+    """Return a one-epoch `Trainer` of `spec` on two batches of random images on the device."""
+    import numpy as np
+
+    from regnas.engine import DeviceData, TrainConfig, Trainer
+
+    rng = np.random.default_rng(0)
+    shape = (batch_size * 2, image_size, image_size, spec.in_channels)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    labels = rng.integers(0, spec.num_classes, batch_size * 2).astype(np.int32)
+    data = DeviceData.create(images, labels, images[:batch_size], labels[:batch_size], batch_size)
+    config = TrainConfig(epochs=1, batch_size=batch_size, seed=0)
+    return Trainer(spec, config, data, grouped_conv=grouped_conv)  # type: ignore[arg-type]
 
 
 def sample_compile_times(count: int, seed: int = 0, batch_size: int = 128) -> list[dict[str, Any]]:
@@ -162,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         "--image-size", type=int, default=28, help="input height and width (default: %(default)s)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=3, help="timed repeats, median kept (default: %(default)s)"
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed repeats, median kept (default: 3, or 20 with --segments)",
     )
     parser.add_argument(
         "--grouped-conv",
@@ -170,8 +196,18 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="grouped-convolution implementation (default: %(default)s)",
     )
+    parser.add_argument(
+        "--segments",
+        action="store_true",
+        help="with --config: instead time the forward and backward pass of each segment (stem, "
+        "block, head) on one batch, median of --repeats calls (default 20 here)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    if args.segments and args.sample:
+        parser.error(
+            "--segments times one architecture: pass it with --config FILE, not --sample."
+        )
     setup_logging()
 
     from regnas.archive import load_architecture
@@ -199,8 +235,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     spec = load_architecture(args.config, trial=args.trial).spec
+    if args.segments:
+        rows = segment_times(
+            spec, args.batch_size, args.image_size, args.grouped_conv, args.repeats or 20
+        )
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            _print_segments(rows, args.batch_size)
+        return 0
     result = benchmark(
-        spec, args.batch_size, args.steps, args.image_size, args.grouped_conv, args.repeats
+        spec, args.batch_size, args.steps, args.image_size, args.grouped_conv, args.repeats or 3
     )
     if args.json:
         print(json.dumps(result))
@@ -212,6 +257,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['grouped_conv']} grouped convolution on {result['device']})"
     )
     return 0
+
+
+def _print_segments(rows: list[dict[str, Any]], batch_size: int) -> None:
+    total = sum(row["forward_ms"] + row["backward_ms"] for row in rows)
+    print(f"{'segment':<8} {'input':>12} {'forward ms':>11} {'backward ms':>12} {'share':>6}")
+    for row in rows:
+        shape = "x".join(str(size) for size in row["input"])
+        both = row["forward_ms"] + row["backward_ms"]
+        print(
+            f"{row['segment']:<8} {shape:>12} {row['forward_ms']:>11.2f} "
+            f"{row['backward_ms']:>12.2f} {both / total:>6.1%}"
+        )
+    print(
+        f"total {total:.1f} ms per step of {batch_size} images, as if run one by one: "
+        f"{batch_size / total * 1e3:.0f} images/s"
+    )
 
 
 if __name__ == "__main__":

@@ -611,6 +611,67 @@ class Trainer:
         correct, loss_sum = jax.device_get(totals)
         return float(correct) / data.eval_count, float(loss_sum) / data.eval_count
 
+    def time_segments(self, repeats: int = 20) -> list[dict[str, Any]]:
+        """Time each segment's forward and backward pass on one training batch.
+
+        Every pass runs `repeats` times after one warm-up call, waiting for the device each time;
+        the median is kept. A backward pass gets fresh copies of the parameters and optimizer
+        state it consumes, and the copies count in its time (they are small next to the
+        activations). The trainer's state is left unchanged.
+
+        Returns:
+            One entry per segment, in network order: its name, the shape of one input image
+            (height, width, channels), and the forward and backward milliseconds. The head's
+            loss and gradient are one executable, counted as its backward pass.
+        """
+        if not self._compiled:
+            self.compile()
+        params, stats, opt_state = self.state.params, self.state.batch_stats, self.state.opt_state
+        order = self._epoch_order(jax.random.key(0))
+        copy = functools.partial(jax.tree_util.tree_map, jnp.copy)
+
+        def median_ms(call: Callable[[], Any]) -> float:
+            jax.block_until_ready(call())
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                jax.block_until_ready(call())
+                seconds.append(time.perf_counter() - start)
+            return round(statistics.median(seconds) * 1e3, 3)
+
+        x = self.data.train_images
+        rows, backward_calls = [], []
+        for segment in self.segments:
+            functions, names = self._functions(segment), segment.names
+            row: dict[str, Any] = {"segment": names[0], "input": tuple(x.shape[1:])}
+            if segment is self.segments[-1]:
+                args = (params["head"], opt_state[names], x, self.data.train_labels, order, 0)
+                row["forward_ms"] = 0.0
+                row["backward_ms"] = median_ms(
+                    lambda f=functions, a=args: f["train"](*map(copy, a[:2]), *a[2:], jnp.zeros(2))
+                )
+                rows.append(row)
+                break
+            if segment is self.segments[0]:
+                args = (_pick(params, names), _pick(stats, names), x, order, 0)
+                own_params = _pick(params, names)
+            else:
+                args = (params[names[0]], stats[names[0]], x)
+                own_params = params[names[0]]
+            row["forward_ms"] = median_ms(lambda f=functions, a=args: f["forward"](*a))
+            x, _, pullback = functions["forward"](*args)
+            backward_calls.append(
+                (row, functions, pullback, jnp.ones_like(x), own_params, opt_state[names])
+            )
+            rows.append(row)
+        for row, functions, pullback, grad, own_params, own_opt in backward_calls:
+            row["backward_ms"] = median_ms(
+                lambda f=functions, b=pullback, g=grad, p=own_params, o=own_opt: f["backward"](
+                    b, g, copy(p), copy(o)
+                )
+            )
+        return rows
+
     def final_variables(self) -> dict[str, Any]:
         """Return the variables to keep after training: the moving average when there is one."""
         if self.state.ema is not None:

@@ -11,10 +11,17 @@ from regnas.archive import architecture_document, save_architecture
 from conftest import REPO, run_module
 
 
+SPEC = AnyNetSpec(stages=(StageSpec(1, 8, group_w=4), StageSpec(2, 16, group_w=8)), stem_w=8)
+
+
+def tiny_config(directory: Path) -> Path:
+    return save_architecture(
+        directory / "tiny.json", architecture_document(SPEC, None, 28, {}, {})
+    )
+
+
 def test_bench_reports_speed_of_an_architecture_file(tmp_path: Path) -> None:
-    spec = AnyNetSpec(stages=(StageSpec(1, 8, group_w=4), StageSpec(1, 16, group_w=8)), stem_w=8)
-    config = tmp_path / "tiny.json"
-    save_architecture(config, architecture_document(spec, None, 28, {}, {}))
+    config = tiny_config(tmp_path)
 
     result = run_module(
         "regnas.bench",
@@ -46,3 +53,59 @@ def test_bench_sample_reports_compile_times_and_memory() -> None:
     assert lines[-2].startswith("compile seconds: median ")
     assert lines[-1].startswith("resident memory: ")
     assert "after 2 (" in lines[-1]
+
+
+def test_bench_segments_times_every_segment(tmp_path: Path) -> None:
+    result = run_module(
+        "regnas.bench",
+        "--config",
+        str(tiny_config(tmp_path)),
+        "--segments",
+        "--repeats",
+        "2",
+        "--batch-size",
+        "16",
+        "--json",
+        cwd=REPO,
+    )
+
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["segment"] for row in rows] == ["stem", "s1_b1", "s2_b1", "s2_b2", "head"]
+    assert [row["input"] for row in rows] == [
+        [28, 28, 1],
+        [28, 28, 8],
+        [14, 14, 8],
+        [7, 7, 16],
+        [7, 7, 16],
+    ]
+    assert all(row["forward_ms"] > 0 for row in rows[:-1])
+    assert all(row["backward_ms"] > 0 for row in rows)
+
+
+def test_bench_segments_table(tmp_path: Path) -> None:
+    result = run_module(
+        "regnas.bench",
+        "--config",
+        str(tiny_config(tmp_path)),
+        "--segments",
+        "--repeats",
+        "1",
+        "--batch-size",
+        "16",
+        cwd=REPO,
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["segment", "input", "forward", "ms", "backward", "ms", "share"]
+    assert lines[2].split()[:2] == ["s1_b1", "28x28x8"]
+    assert lines[-1].startswith("total ")
+    assert lines[-1].endswith("images/s")
+
+
+def test_bench_segments_need_one_architecture() -> None:
+    result = run_module("regnas.bench", "--sample", "2", "--segments", cwd=REPO)
+
+    assert result.returncode == 2
+    assert "--segments times one architecture" in result.stderr
