@@ -8,9 +8,13 @@ each (`regnas.bench.benchmark`):
   - conv: the convolution as regnas runs it (the reference);
   - matmul1x1: 1x1 convolutions as one `einsum`, 3x3 ones unchanged;
   - shifted9: also each 3x3 convolution as the sum of 9 `einsum`s over shifted views;
-  - patches: also each 3x3 convolution as one `einsum` over the 9 views concatenated.
+  - patches: also each 3x3 convolution as one `einsum` over the 9 views concatenated;
+  - grouped: like shifted9, but grouped 3x3 convolutions keep their groups: each of the 9
+    `einsum`s multiplies every group by its own small kernel (a batched matrix multiply),
+    which does 1/groups of the multiply-adds of the block-diagonal dense kernel.
 Without --config it times the reference AnyNet (stem 16, stages (1, 24), (2, 56), (4, 152),
-group width 8). Grouped kernels are the block-diagonal dense kernels of regnas's CPU path.
+group width 8). In the other modes, grouped kernels are the block-diagonal dense kernels of
+regnas's CPU path.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from jax import lax
 import jax.numpy as jnp
 
 
-MODES = ("conv", "matmul1x1", "shifted9", "patches")
+MODES = ("conv", "matmul1x1", "shifted9", "patches", "grouped")
 _CONV = lax.conv_general_dilated
 
 
@@ -40,8 +44,8 @@ def conv_as_matmul(mode: str) -> Any:
         **kwargs: Any,
     ) -> jax.Array:
         size, stride = kernel.shape[0], window_strides[0]
-        grouped = kwargs.get("feature_group_count", 1) != 1
-        if mode == "conv" or grouped or size not in (1, 3):
+        groups = kwargs.get("feature_group_count", 1)
+        if mode == "conv" or (groups != 1 and mode != "grouped") or size not in (1, 3):
             return _CONV(x, kernel, window_strides, padding, *args, **kwargs)
         if size == 1:
             return jnp.einsum("nhwc,co->nhwo", x[:, ::stride, ::stride], kernel[0, 0])
@@ -59,6 +63,19 @@ def conv_as_matmul(mode: str) -> Any:
             for i in range(3)
             for j in range(3)
         ]
+        if mode == "grouped":
+            # (3, 3, in per group, out) -> per tap (in per group, groups, out per group).
+            group_in, group_out = kernel.shape[2], kernel.shape[3] // groups
+            taps = kernel.reshape(9, group_in, groups, group_out)
+            total = sum(
+                jnp.einsum(
+                    "nhwgi,igo->nhwgo",
+                    view.reshape(*view.shape[:3], groups, group_in),
+                    taps[k],
+                )
+                for k, view in enumerate(views)
+            )
+            return total.reshape(*total.shape[:3], groups * group_out)
         if mode == "shifted9":
             return sum(
                 jnp.einsum("nhwc,co->nhwo", view, kernel[k // 3, k % 3])
@@ -91,8 +108,10 @@ def main() -> None:
         engine._SEGMENT_FUNCTIONS.clear()
         engine._COMPILED_SIGNATURES.clear()
         lax.conv_general_dilated = conv_as_matmul(mode)
+        # The grouped form needs the groups, which only the native path passes down.
+        impl = "native" if mode == "grouped" else "dense"
         try:
-            result = benchmark(spec, steps=args.steps)
+            result = benchmark(spec, steps=args.steps, grouped_conv=impl)
         finally:
             lax.conv_general_dilated = _CONV
         keys = ("images_per_second", "compile_seconds", "train_gflops_per_second")
