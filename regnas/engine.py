@@ -233,8 +233,8 @@ def segment_cache_size() -> int:
 
 
 COMPILE_CACHE_ENV = "REGNAS_COMPILE_CACHE"
-# Entries were about 10 KB each on CPU, so this bound is far away; JAX drops the least recently
-# used entries beyond it.
+# Entries measured about 10 KB each on CPU (docs/benchmarks.md), so the bound is rarely reached.
+# Beyond it, JAX deletes the least recently used entries.
 COMPILE_CACHE_MAX_BYTES = 1 << 30
 
 

@@ -94,7 +94,7 @@ _batch_norm.defvjp(_batch_norm_fwd, _batch_norm_bwd)
 
 
 class BatchNorm(nn.Module):
-    """BatchNorm over every axis but the last, with a hand-written backward pass.
+    """BatchNorm over every axis but the last, with a closed-form backward pass.
 
     Its variables (``scale``, ``bias``; ``mean``, ``var`` in ``batch_stats``) and results are
     those of ``nn.BatchNorm(momentum=0.9, epsilon=1e-5)``. XLA compiles the closed-form

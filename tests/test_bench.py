@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+import subprocess
 
 from regnas import AnyNetSpec, StageSpec
 from regnas.archive import architecture_document, save_architecture
@@ -14,26 +15,16 @@ from conftest import REPO, run_module
 SPEC = AnyNetSpec(stages=(StageSpec(1, 8, group_w=4), StageSpec(2, 16, group_w=8)), stem_w=8)
 
 
-def tiny_config(directory: Path) -> Path:
-    return save_architecture(
+def bench_tiny(directory: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m regnas.bench --config`` on SPEC, written to `directory`, with `options`."""
+    config = save_architecture(
         directory / "tiny.json", architecture_document(SPEC, None, 28, {}, {})
     )
+    return run_module("regnas.bench", "--config", str(config), *options, cwd=REPO)
 
 
 def test_bench_reports_speed_of_an_architecture_file(tmp_path: Path) -> None:
-    config = tiny_config(tmp_path)
-
-    result = run_module(
-        "regnas.bench",
-        "--config",
-        str(config),
-        "--steps",
-        "2",
-        "--repeats",
-        "1",
-        "--json",
-        cwd=REPO,
-    )
+    result = bench_tiny(tmp_path, "--steps", "2", "--repeats", "1", "--json")
 
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -56,18 +47,7 @@ def test_bench_sample_reports_compile_times_and_memory() -> None:
 
 
 def test_bench_segments_times_every_segment(tmp_path: Path) -> None:
-    result = run_module(
-        "regnas.bench",
-        "--config",
-        str(tiny_config(tmp_path)),
-        "--segments",
-        "--repeats",
-        "2",
-        "--batch-size",
-        "16",
-        "--json",
-        cwd=REPO,
-    )
+    result = bench_tiny(tmp_path, "--segments", "--repeats", "2", "--batch-size", "16", "--json")
 
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
@@ -84,17 +64,7 @@ def test_bench_segments_times_every_segment(tmp_path: Path) -> None:
 
 
 def test_bench_segments_table(tmp_path: Path) -> None:
-    result = run_module(
-        "regnas.bench",
-        "--config",
-        str(tiny_config(tmp_path)),
-        "--segments",
-        "--repeats",
-        "1",
-        "--batch-size",
-        "16",
-        cwd=REPO,
-    )
+    result = bench_tiny(tmp_path, "--segments", "--repeats", "1", "--batch-size", "16")
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
