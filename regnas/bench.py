@@ -204,6 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
+    if args.sample is not None and args.sample < 1:
+        parser.error(f"--sample must be a positive integer, got {args.sample}.")
+    for flag, value in (("--batch-size", args.batch_size), ("--image-size", args.image_size)):
+        if value < 1:
+            parser.error(f"{flag} must be a positive integer, got {value}.")
     if args.segments and args.sample:
         parser.error(
             "--segments times one architecture: pass it with --config FILE, not --sample."

@@ -82,6 +82,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}.")
         padding = self.crop_padding
         if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= 8:
             raise ValueError(f"crop_padding must be an integer in [0, 8] pixels, got {padding!r}.")
@@ -241,11 +243,11 @@ COMPILE_CACHE_MAX_BYTES = 1 << 30
 def compile_cache_dir() -> Path | None:
     """Return the directory of the on-disk cache of compiled code, or None when it is off.
 
-    ``$REGNAS_COMPILE_CACHE`` names the directory, and ``off`` turns the cache off. The default
-    is ``$XDG_CACHE_HOME/regnas/xla`` (``~/.cache/regnas/xla``).
+    ``$REGNAS_COMPILE_CACHE`` names the directory, and ``off`` (or 0, false, no, none) turns the
+    cache off. The default is ``$XDG_CACHE_HOME/regnas/xla`` (``~/.cache/regnas/xla``).
     """
     text = os.environ.get(COMPILE_CACHE_ENV, "")
-    if text.lower() == "off":
+    if text.lower() in ("off", "0", "false", "no", "none"):
         return None
     if text:
         return Path(text)
@@ -253,12 +255,11 @@ def compile_cache_dir() -> Path | None:
     return Path(base) / "regnas" / "xla"
 
 
-def use_compile_cache() -> Path | None:
-    """Turn on JAX's persistent compilation cache in `compile_cache_dir()`; return the directory.
+def prepare_compile_cache() -> Path | None:
+    """Create the directory of the on-disk cache of compiled code; return it, or None when off.
 
-    Workers of a search share the directory, so a block shape that one worker compiled loads
-    in the others, in later searches, and after `Trainer.compile` evicted it from memory. A
-    directory the user set for JAX (``JAX_COMPILATION_CACHE_DIR``) is kept.
+    A directory the user set for JAX (``JAX_COMPILATION_CACHE_DIR``) is returned as it is.
+    Searches call this before they create a study, so that a bad directory stores nothing.
 
     Raises:
         ValueError: The directory cannot be created.
@@ -276,6 +277,26 @@ def use_compile_cache() -> Path | None:
             f"Cannot create the compile cache directory {directory}: {error.strerror}. Set "
             f"{COMPILE_CACHE_ENV} to a writable directory, or to off."
         ) from None
+    return directory
+
+
+def use_compile_cache() -> Path | None:
+    """Turn on JAX's persistent compilation cache in `prepare_compile_cache()`'s directory.
+
+    Workers of a search share the directory, so a block shape that one worker compiled loads
+    in the others, in later searches, and after `Trainer.compile` evicted it from memory.
+
+    Returns:
+        The directory, or None when the cache is off.
+
+    Raises:
+        ValueError: The directory cannot be created.
+    """
+    if jax.config.jax_compilation_cache_dir:
+        return Path(jax.config.jax_compilation_cache_dir)
+    directory = prepare_compile_cache()
+    if directory is None:
+        return None
     # Segments compile in 0.1-1 s each, below JAX's default threshold of 1 s for caching.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_compilation_cache_max_size", COMPILE_CACHE_MAX_BYTES)

@@ -110,9 +110,19 @@ def retrain(
     )
     train_images, train_labels, test_images, test_labels = _load_data(data_dir, train_size)
     _check_input(spec.in_channels, spec.num_classes, train_images.shape[-1])
+    if architecture.image_size != train_images.shape[1]:
+        raise ValueError(
+            f"{config_path} describes {architecture.image_size}x{architecture.image_size} "
+            f"inputs (complexity.image_size), but Fashion-MNIST images are "
+            f"{train_images.shape[1]}x{train_images.shape[2]}. Set image_size to "
+            f"{train_images.shape[1]}, or export the architecture again."
+        )
 
     run_dir = Path(options.run_dir) if options.run_dir else default_run_dir(config_path, trial)
     checkpoint = Path(options.checkpoint_dir or run_dir) / CHECKPOINT_NAME
+    for directory, flag in ((run_dir, "--run-dir"), (checkpoint.parent, "--checkpoint-dir")):
+        if directory.exists() and not directory.is_dir():
+            raise ValueError(f"{flag} {directory} is a file; pass a directory.")
     settings = {
         "architecture": spec.to_dict(),
         **dataclasses.asdict(train_config),
@@ -141,7 +151,7 @@ def retrain(
         else:
             _logger.info(
                 "All %d epochs are trained already; evaluating the model. Pass --fresh to "
-                "train again, or a larger --epochs to continue.",
+                "train again.",
                 train_config.epochs,
             )
         save_model(model_file, document, trainer.final_variables())

@@ -117,6 +117,8 @@ class SearchConfig:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be a positive integer, got {value!r}."
                 )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"--seed must be an integer >= 0, got {self.seed!r}.")
         for name in ("max_mflops", "min_mflops", "max_params"):
             value = getattr(self, name)
             if value is not None and not (

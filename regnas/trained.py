@@ -130,6 +130,8 @@ class TrainedModel:
             scaled = images.astype(np.float32) / np.float32(255.0)
         elif np.issubdtype(images.dtype, np.floating):
             scaled = images.astype(np.float32)
+            if not np.isfinite(scaled).all():
+                raise ValueError("float images must be finite, got NaN or infinite values.")
             if scaled.size and (scaled.min() < 0.0 or scaled.max() > 1.0):
                 raise ValueError(
                     f"float images must be in [0, 1], got values in [{scaled.min()}, "

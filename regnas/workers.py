@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from regnas import data as data_lib
 from regnas.cli import SearchError, StopRequest, TrialFailedElsewhere, setup_logging
-from regnas.engine import DeviceData
+from regnas.engine import DeviceData, prepare_compile_cache
 from regnas.notes import save_study_figures, save_trial_note
 from regnas.storage import mask_password, open_storage, resolve_storage, storage_file
 from regnas.study import (
@@ -85,6 +85,7 @@ def run_search(
     workers = workers or default_workers()
     storage_url = resolve_storage(config.storage)
     check_budget(config)
+    prepare_compile_cache()
     # Find (or download) the data once, so that workers do not race to download it, and check
     # the split before the study is created, so that a bad size cannot fix its settings.
     data_dir = data_lib.find_data_dir(config.data_dir)

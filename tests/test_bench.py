@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 import subprocess
 
+import pytest
+
 from regnas import AnyNetSpec, StageSpec
 from regnas.archive import architecture_document, save_architecture
 
@@ -79,3 +81,22 @@ def test_bench_segments_need_one_architecture() -> None:
 
     assert result.returncode == 2
     assert "--segments times one architecture" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sample", "0"], "--sample must be a positive integer, got 0."),
+        (
+            ["--sample", "1", "--batch-size", "0"],
+            "--batch-size must be a positive integer, got 0.",
+        ),
+        (["--sample", "1", "--image-size", "-1"], "--image-size must be a positive integer"),
+    ],
+)
+def test_bench_rejects_bad_numbers(args: list[str], message: str) -> None:
+    result = run_module("regnas.bench", *args, cwd=REPO)
+
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr

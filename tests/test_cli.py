@@ -141,14 +141,23 @@ def test_interrupt_then_rerun(
     command = [sys.executable, "-m", "regnas.search", "--trials", "3", "--study", STUDY]
     command += ["--workers", workers, "--data-dir", str(idx_dir), *FAST]
     storage = tmp_path / "studies" / "regnas.db"
-    process = subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=checkout_environment(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A compile cache of its own keeps trials as slow as on a new machine, so that the search is
+    # still running when the signal comes, whatever earlier tests compiled.
+    environment = {**checkout_environment(), "REGNAS_COMPILE_CACHE": str(tmp_path / "xla")}
+    # A shell starts background jobs with SIGINT ignored, and children inherit an ignored signal
+    # but not a handler, so with a handler here the search gets the default one.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        process = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
         if storage.exists() and _finished_or_zero(storage) >= 1:
@@ -174,7 +183,7 @@ def test_interrupt_then_rerun(
     rerun = subprocess.run(
         command,
         cwd=tmp_path,
-        env=checkout_environment(),
+        env=environment,
         capture_output=True,
         text=True,
         timeout=600,
@@ -214,6 +223,7 @@ def _finished_or_zero(storage: Path) -> int:
         (["--train-size", "1100", "--val-size", "200"], "exceeds the 1200 training images"),
         (["--storage", "postgresql//x"], "a database URL needs '://'"),
         (["--storage", "/nonexistent-regnas-dir/x.db"], "/nonexistent-regnas-dir of the storage"),
+        (["--seed", "-1"], "--seed must be an integer >= 0, got -1."),
     ],
 )
 def test_search_bad_input(idx_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
@@ -225,6 +235,31 @@ def test_search_bad_input(idx_dir: Path, tmp_path: Path, args: list[str], messag
     assert len(error_lines(result)) == 1
     assert message in error_lines(result)[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_search_bad_compile_cache_writes_nothing(idx_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    command = [sys.executable, "-m", "regnas.search", "--study", STUDY, "--trials", "1"]
+    environment = {**checkout_environment(), "REGNAS_COMPILE_CACHE": str(blocker / "xla")}
+
+    result = subprocess.run(
+        [*command, "--data-dir", str(idx_dir), *FAST],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert error_lines(result) == [
+        f"error: Cannot create the compile cache directory {blocker / 'xla'}: Not a directory. "
+        "Set REGNAS_COMPILE_CACHE to a writable directory, or to off."
+    ]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]
 
 
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:

@@ -283,3 +283,24 @@ def test_bad_recipe_flag_is_named(
     assert result.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_run_dir_that_is_a_file_fails_first(
+    architecture: Path, idx_dir: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+
+    with pytest.raises(ValueError, match=f"--run-dir {blocker} is a file; pass a directory."):
+        run(architecture, idx_dir, blocker)
+
+
+def test_other_image_size_fails_before_training(idx_dir: Path, tmp_path: Path) -> None:
+    config = save_architecture(
+        tmp_path / "at32.json", architecture_document(SPEC, None, 32, {}, {})
+    )
+
+    with pytest.raises(ValueError, match="describes 32x32 inputs"):
+        run(config, idx_dir, tmp_path / "run")
+
+    assert not (tmp_path / "run").exists()

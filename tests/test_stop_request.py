@@ -17,6 +17,9 @@ from regnas.cli import StopRequest
 def restore_handlers() -> Iterator[None]:
     handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
     unraisable_hook = sys.unraisablehook
+    # Start from Python's own SIGINT handler, also where pytest runs as a background job of a
+    # shell, which starts it with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     StopRequest.requested = False
     sys.unraisablehook = unraisable_hook

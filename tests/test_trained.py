@@ -108,6 +108,7 @@ def test_predict_accepts_one_image(trained_run: dict[str, Any], idx_dir: Path) -
         (np.zeros((2, 28, 28, 3), np.uint8), r"got \(2, 28, 28, 3\)"),
         (np.full((2, 28, 28), 255.0, np.float32), r"must be in \[0, 1\]"),
         (np.zeros((2, 28, 28), np.int32), "uint8 or float"),
+        (np.full((28, 28), np.nan, np.float32), "must be finite"),
     ],
 )
 def test_predict_rejects_bad_images(
