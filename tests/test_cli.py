@@ -14,7 +14,7 @@ import time
 
 import optuna
 import pytest
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 
 from regnas.browser import free_port
 from regnas.study import count_finished
@@ -205,8 +205,9 @@ def test_interrupt_then_rerun(
 def _finished_or_zero(storage: Path) -> int:
     try:
         return finished(storage)
-    except (KeyError, ValueError, optuna.exceptions.StorageInternalError, OperationalError):
-        # The search may still be creating the database.
+    except (KeyError, ValueError, optuna.exceptions.StorageInternalError, SQLAlchemyError):
+        # The search may still be creating the database; opening it at the same moment can
+        # also fail on the schema version row (IntegrityError).
         return 0
 
 
