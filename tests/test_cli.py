@@ -38,11 +38,13 @@ def checkout_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-def regnas(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def regnas(
+    *args: str, cwd: Path, timeout: float = 600, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", *args],
         cwd=cwd,
-        env=checkout_environment(),
+        env={**checkout_environment(), **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -241,17 +243,14 @@ def test_search_bad_input(idx_dir: Path, tmp_path: Path, args: list[str], messag
 def test_search_bad_compile_cache_writes_nothing(idx_dir: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    command = [sys.executable, "-m", "regnas.search", "--study", STUDY, "--trials", "1"]
-    environment = {**checkout_environment(), "REGNAS_COMPILE_CACHE": str(blocker / "xla")}
+    options = ["--study", STUDY, "--trials", "1", "--data-dir", str(idx_dir), *FAST]
 
-    result = subprocess.run(
-        [*command, "--data-dir", str(idx_dir), *FAST],
+    result = regnas(
+        "regnas.search",
+        *options,
         cwd=tmp_path,
-        env=environment,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
+        extra_env={"REGNAS_COMPILE_CACHE": str(blocker / "xla")},
     )
 
     assert result.returncode == 2

@@ -150,10 +150,10 @@ def test_finished_run_reruns_without_compiling(
     config = TrainConfig(epochs=1, batch_size=64)
     first = run(architecture, idx_dir, tmp_path / "run", config)
 
-    def refuse_compile(self: Any) -> float:
+    def fail_on_compile(self: Any) -> float:
         raise AssertionError("a finished run compiled its train step again")
 
-    monkeypatch.setattr(retrain_lib.Trainer, "compile", refuse_compile)
+    monkeypatch.setattr(retrain_lib.Trainer, "compile", fail_on_compile)
     again = run(architecture, idx_dir, tmp_path / "run", config)
 
     assert again["resumed_after_epoch"] == 1
