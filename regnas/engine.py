@@ -8,7 +8,7 @@ every segment a network needs before training, which also separates compile time
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 import ctypes
 import dataclasses
 import functools
@@ -47,8 +47,10 @@ class TrainConfig:
     """Optimization settings of one training run.
 
     Attributes:
-        epochs: Number of passes over the training images.
+        epochs: Number of epochs.
         batch_size: Images per step; the last partial batch of each epoch is dropped.
+        epoch_size: Training images per epoch, drawn at random from the training set anew each
+            epoch; None makes every epoch one pass over the whole training set.
         lr: Peak learning rate, reached after the warm-up.
         momentum: Nesterov momentum of SGD.
         weight_decay: L2 penalty on convolution and dense kernels (not on BatchNorm or biases).
@@ -67,6 +69,7 @@ class TrainConfig:
 
     epochs: int = 10
     batch_size: int = 128
+    epoch_size: int | None = None
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -84,6 +87,14 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}.")
+        size = self.epoch_size
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or size < self.batch_size
+        ):
+            raise ValueError(
+                f"epoch_size must be None or an integer >= batch_size ({self.batch_size}), "
+                f"got {size!r}."
+            )
         padding = self.crop_padding
         if isinstance(padding, bool) or not isinstance(padding, int) or not 0 <= padding <= 8:
             raise ValueError(f"crop_padding must be an integer in [0, 8] pixels, got {padding!r}.")
@@ -364,7 +375,12 @@ class Trainer:
         self.spec, self.config, self.data = spec, config, data
         self.model = AnyNet(spec, grouped_conv=grouped_conv)
         self.impl = resolve_grouped_conv(grouped_conv)
-        self.steps_per_epoch = len(data.train_images) // config.batch_size
+        available = len(data.train_images)
+        if config.epoch_size is not None and config.epoch_size > available:
+            raise ValueError(
+                f"epoch_size {config.epoch_size} exceeds the {available} training images."
+            )
+        self.steps_per_epoch = (config.epoch_size or available) // config.batch_size
         self.optimizer = make_optimizer(config, self.steps_per_epoch)
         self.segments = self._segments()
         self.state = self._init_state()
@@ -551,7 +567,7 @@ class Trainer:
 
     def epochs(
         self,
-        evaluate: bool = True,
+        evaluate: bool | Collection[int] = True,
         on_step: Callable[[int, jax.Array], None] | None = None,
     ) -> Iterator[EpochResult]:
         """Train the remaining epochs one by one, yielding the metrics after each.
@@ -561,8 +577,10 @@ class Trainer:
         one would. `epoch`, `key` and `state` are up to date whenever a result is yielded.
 
         Args:
-            evaluate: Whether to evaluate after every epoch; when False the evaluation fields
-                of each result are NaN, which keeps a test set out of training decisions.
+            evaluate: Whether to evaluate after every epoch (True), after none (False), or
+                the 1-based numbers of the epochs to evaluate after. The evaluation fields of
+                a result without evaluation are NaN; False keeps a test set out of training
+                decisions.
             on_step: Called after every step with the 1-based step number within the epoch and
                 the device array of summed (loss, accuracy) so far. Reading that array waits
                 for the device, so a progress display should read it only now and then.
@@ -606,7 +624,8 @@ class Trainer:
             seconds = time.perf_counter() - start
             if not math.isfinite(loss):
                 raise NonFiniteLossError(f"training loss is {loss} in epoch {epoch}")
-            eval_accuracy, eval_loss = self.evaluate() if evaluate else (math.nan, math.nan)
+            evaluated = evaluate if isinstance(evaluate, bool) else epoch in evaluate
+            eval_accuracy, eval_loss = self.evaluate() if evaluated else (math.nan, math.nan)
             images = self.steps_per_epoch * self.config.batch_size
             yield EpochResult(
                 epoch, loss, accuracy, eval_accuracy, eval_loss, seconds, images / seconds

@@ -103,6 +103,8 @@ def _document(
         "val_accuracy": validation_accuracy(trial),
         "epochs": attrs.get("epochs_trained"),
         "train_size": settings.get("train_size"),
+        # Studies from before epoch_size trained every epoch on all train_size images.
+        "epoch_size": settings.get("epoch_size", settings.get("train_size")),
         "val_size": settings.get("val_size"),
         "mflops": attrs.get("mflops"),
         "train_seconds": attrs.get("train_seconds"),

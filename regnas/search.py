@@ -9,7 +9,7 @@ import sys
 
 from regnas.cli import StopRequest, run_main, setup_logging
 from regnas.space import SPACE_NAMES, load_space_config, make_space
-from regnas.study import SAMPLERS, SearchConfig
+from regnas.study import DEFAULT_EPOCH_SIZE, SAMPLERS, SearchConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,7 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--trials",
         type=int,
         default=defaults.trials,
-        help="study-wide total of finished (complete or pruned) trials (default: %(default)s)",
+        help="study-wide total of trained trials, complete or pruned; rejected samples are "
+        "not counted (default: %(default)s)",
     )
     parser.add_argument(
         "--study",
@@ -57,19 +58,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=int,
         default=defaults.epochs,
-        help="training epochs per trial (Hyperband's maximum resource) (default: %(default)s)",
+        help="training epochs per trial; successive halving keeps the best quarter of the "
+        "trials after epochs 1, 4, 16, ... (default: %(default)s)",
     )
     parser.add_argument(
         "--train-size",
         type=int,
         default=defaults.train_size,
-        help="training images per trial, from the official training set (default: %(default)s)",
+        help="training images a trial draws from, from the official training set "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--epoch-size",
+        type=int,
+        default=None,
+        help="training images per epoch, drawn at random from the --train-size ones "
+        f"(default: {DEFAULT_EPOCH_SIZE:,}, or --train-size if smaller)",
     )
     parser.add_argument(
         "--val-size",
         type=int,
         default=defaults.val_size,
         help="validation images, held out from the official training set (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=defaults.lr,
+        help="peak learning rate of each trial's training (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=defaults.weight_decay,
+        help="L2 penalty on kernels in each trial's training (default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
@@ -159,8 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         epochs=args.epochs,
         train_size=args.train_size,
+        epoch_size=args.epoch_size,
         val_size=args.val_size,
         batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
         max_mflops=args.max_mflops,
         data_dir=args.data_dir,
     )

@@ -32,10 +32,10 @@ DEFAULT_STORAGE_PATH = Path("studies") / "regnas.db"
 SQLITE_BUSY_TIMEOUT = 60.0
 # Seconds between two heartbeats of a running trial, and seconds without one after which the
 # trial is stale. The heartbeat thread needs the GIL and a database write, so a compile, an epoch
-# or a SQLite lock wait (up to SQLITE_BUSY_TIMEOUT) can delay a beat. The worst compile seen is
-# about 20 s, and an epoch of the default search takes 15-30 s on a loaded 2-core machine. The
-# grace period is several times their sum, so that live trials are not failed. The price is that
-# a killed trial waits 5 minutes for its retry.
+# or a SQLite lock wait (up to SQLITE_BUSY_TIMEOUT) can delay a beat. On a 2-core machine busy
+# with other jobs, the slowest compile seen took about 55 s and an epoch of the default search
+# 15-30 s. The grace period exceeds one interval plus all three delays, so that live trials are
+# not failed. The price is that a killed trial waits 5 minutes for its retry.
 HEARTBEAT_INTERVAL = 60
 GRACE_PERIOD = 300
 # Environment variables that shorten both, so that tests can kill a worker and see the retry.

@@ -40,6 +40,12 @@ from regnas.versions import package_versions
 _logger = logging.getLogger(__name__)
 
 IMAGE_SIZE = 28
+# A trial trains `epochs` epochs of this many images (50 batches of 128), and successive
+# halving keeps the best 1/PRUNING_FACTOR of the trials after epochs 1, 4, 16, ... So most
+# trials cost one short epoch, and the few that train to the end see 102,400 images, about
+# two passes over the training set (docs/benchmarks.md, "The main job").
+DEFAULT_EPOCH_SIZE = 6_400
+PRUNING_FACTOR = 4
 VERSIONS_KEY = "regnas.versions"
 SPACE_CONFIG_KEY = "regnas.space_config"
 ARCHITECTURE_KEY = "architecture_key"
@@ -65,8 +71,10 @@ class SearchConfig:
         storage: Storage URL or SQLite path; None means ``studies/regnas.db``.
         trials: Study-wide target of finished (complete or pruned) trials.
         seed: Seed of the sampler and, with the trial number, of each trial's training.
-        epochs: Training epochs per trial, which is also Hyperband's maximum resource.
-        train_size: Training images per trial, drawn from the official training set.
+        epochs: Training epochs per trial, which is also the pruner's maximum resource.
+        train_size: Training images a trial draws from, taken from the official training set.
+        epoch_size: Training images per epoch, drawn at random from the `train_size` ones anew
+            each epoch; None means `DEFAULT_EPOCH_SIZE`, or `train_size` if that is smaller.
         val_size: Validation images, held out from the official training set.
         batch_size: Images per SGD step.
         max_mflops: Samples above this many MFLOPs at 28x28 are rejected before compiling.
@@ -90,8 +98,9 @@ class SearchConfig:
     storage: str | None = None
     trials: int = 200
     seed: int = 0
-    epochs: int = 4
-    train_size: int = 10_000
+    epochs: int = 16
+    train_size: int = 55_000
+    epoch_size: int | None = None
     val_size: int = 5_000
     batch_size: int = 128
     max_mflops: float | None = 5.0
@@ -107,7 +116,9 @@ class SearchConfig:
     stem_w: int = 16
     stem_stride: int = 1
     space: Space = dataclasses.field(default_factory=RegNetSpace)
-    lr: float = 0.1
+    # Twice regnas.train's rate: in runs of 102,400 images, 0.2 gave 0.4-1.1 points more
+    # validation accuracy than 0.1 (docs/benchmarks.md, "The main job").
+    lr: float = 0.2
     weight_decay: float = 5e-4
 
     def __post_init__(self) -> None:
@@ -149,6 +160,44 @@ class SearchConfig:
                 f"--batch-size {self.batch_size} exceeds --train-size "
                 f"{self.train_size}; lower the batch size or raise the train size."
             )
+        self._check_training()
+
+    def _check_training(self) -> None:
+        for flag, value, zero_ok in (
+            ("--lr", self.lr, False),
+            ("--weight-decay", self.weight_decay, True),
+        ):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not (number and math.isfinite(value) and (value > 0 or (zero_ok and value == 0))):
+                bound = ">= 0" if zero_ok else "> 0"
+                raise ValueError(f"{flag} must be a finite number {bound}, got {value!r}.")
+        if self.epoch_size is None:
+            # Frozen, so the resolved default is set the way dataclasses set fields.
+            object.__setattr__(self, "epoch_size", min(DEFAULT_EPOCH_SIZE, self.train_size))
+        size = self.epoch_size
+        if isinstance(size, bool) or not isinstance(size, int) or size < self.batch_size:
+            raise ValueError(
+                f"--epoch-size must be an integer of at least --batch-size ({self.batch_size}), "
+                f"got {size!r}."
+            )
+        if size > self.train_size:
+            raise ValueError(
+                f"--epoch-size {size} exceeds --train-size {self.train_size}; lower the epoch "
+                "size or raise the train size."
+            )
+
+    @property
+    def evaluated_epochs(self) -> set[int]:
+        """Epochs after which a trial is evaluated: where the pruner decides, and the last."""
+        epochs, rung = {self.epochs}, 1
+        if self.prunes:
+            while rung < self.epochs:
+                epochs.add(rung)
+                rung *= PRUNING_FACTOR
+        else:
+            # Nothing is decided between epochs, so evaluating is only for the learning curves.
+            epochs.update(range(1, self.epochs))
+        return epochs
 
     @property
     def multi_objective(self) -> bool:
@@ -171,6 +220,7 @@ class SearchConfig:
         return TrainConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,
+            epoch_size=self.epoch_size,
             lr=self.lr,
             weight_decay=self.weight_decay,
             seed=seed,
@@ -181,6 +231,7 @@ class SearchConfig:
         return {
             "epochs": self.epochs,
             "train_size": self.train_size,
+            "epoch_size": self.epoch_size,
             "val_size": self.val_size,
             "batch_size": self.batch_size,
             "max_mflops": self.max_mflops,
@@ -242,7 +293,7 @@ def describe_search(config: SearchConfig) -> str:
     elif not config.prunes:
         pruning = "pruning off (a random sample trains every model fully, for honest EDFs)"
     else:
-        pruning = f"Hyperband pruning over {config.epochs} epochs"
+        pruning = f"successive halving over {config.epochs} epochs of {config.epoch_size:,} images"
     return (
         f"space {config.space.name}, {config.sampler} sampler, objectives {objectives}, {pruning}"
     )
@@ -281,8 +332,10 @@ def open_study(config: SearchConfig, storage_url: str, worker: int = 0) -> optun
         # would bias the error distribution of a random sample.
         pruner = optuna.pruners.NopPruner()
     else:
-        pruner = optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=config.epochs, reduction_factor=3
+        # One bracket of successive halving, not Hyperband: Hyperband's other brackets prune
+        # later or never, and so train several times more images per trial on average.
+        pruner = optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=PRUNING_FACTOR, min_early_stopping_rate=0
         )
     exists = config.study in optuna.get_all_study_names(storage)
     if exists:
@@ -336,6 +389,8 @@ def upgrade_settings(stored: dict[str, Any]) -> dict[str, Any]:
         "sampler": "tpe",
         **stored,
     }
+    # Before epoch_size existed, every epoch was one pass over the training images.
+    upgraded.setdefault("epoch_size", upgraded.get("train_size"))
     space = dict(upgraded.get("space") or {})
     if space and "name" not in space:
         upgraded["space"] = {"name": "regnetx", **space}
@@ -365,11 +420,14 @@ def settings_mismatch(
 _FLAG_SETTINGS = (
     "epochs",
     "train_size",
+    "epoch_size",
     "val_size",
     "batch_size",
     "max_mflops",
     "min_mflops",
     "max_params",
+    "lr",
+    "weight_decay",
 )
 
 
@@ -465,7 +523,7 @@ def make_objective(config: SearchConfig, device_data: DeviceData) -> Objective:
         trial.set_user_attr("compile_seconds", round(compile_seconds, 3))
 
         train_seconds, accuracy = 0.0, float("nan")
-        epochs = trainer.epochs()
+        epochs = trainer.epochs(evaluate=config.evaluated_epochs)
         try:
             while True:
                 with StopRequest.interruptible():
@@ -473,8 +531,11 @@ def make_objective(config: SearchConfig, device_data: DeviceData) -> Objective:
                 if result is None:
                     break
                 train_seconds += result.train_seconds
-                accuracy = result.eval_accuracy
                 _record_epoch(trial, result, train_seconds)
+                if math.isnan(result.eval_accuracy):
+                    continue
+                accuracy = result.eval_accuracy
+                trial.set_user_attr("val_accuracy", accuracy)
                 if not config.multi_objective:
                     trial.report(_quality(config, accuracy), result.epoch)
                     # After the last epoch pruning saves nothing, so the trial completes.
@@ -638,7 +699,6 @@ def rejection_reasons(
 
 def _record_epoch(trial: optuna.Trial, result: EpochResult, train_seconds: float) -> None:
     trial.set_user_attr("epochs_trained", result.epoch)
-    trial.set_user_attr("val_accuracy", result.eval_accuracy)
     trial.set_user_attr("train_seconds", round(train_seconds, 3))
     trial.set_user_attr("images_per_second", round(result.images_per_second, 1))
     trial.set_user_attr("train_loss", round(result.train_loss, 5))

@@ -227,6 +227,8 @@ def _finished_or_zero(storage: Path) -> int:
         (["--storage", "postgresql//x"], "a database URL needs '://'"),
         (["--storage", "/nonexistent-regnas-dir/x.db"], "/nonexistent-regnas-dir of the storage"),
         (["--seed", "-1"], "--seed must be an integer >= 0, got -1."),
+        (["--epoch-size", "32"], "--epoch-size must be an integer of at least --batch-size (64)"),
+        (["--epoch-size", "512"], "--epoch-size 512 exceeds --train-size 256"),
     ],
 )
 def test_search_bad_input(idx_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:

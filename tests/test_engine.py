@@ -246,6 +246,27 @@ def test_restore_continues_epochs(device_data: DeviceData) -> None:
     )
 
 
+def test_epoch_size_draws_part_of_the_images_anew_each_epoch(device_data: DeviceData) -> None:
+    trainer = Trainer(SPEC, TrainConfig(epochs=3, batch_size=64, epoch_size=128), device_data)
+    keys = jax.random.split(jax.random.key(0), 3)
+    orders = [np.asarray(trainer._epoch_order(key)) for key in keys]
+
+    assert trainer.steps_per_epoch == 2
+    assert all(order.shape == (2, 64) and len(np.unique(order)) == 128 for order in orders)
+    # Three epochs of 128 from 256 images: the samples differ and reach beyond any one of them.
+    assert len(np.unique(np.concatenate(orders))) > 128
+    results = list(trainer.epochs(evaluate={2}))
+    assert [math.isnan(result.eval_accuracy) for result in results] == [True, False, True]
+    assert results[0].images_per_second > 0
+
+
+def test_epoch_size_above_the_training_images_fails(device_data: DeviceData) -> None:
+    with pytest.raises(ValueError, match="epoch_size 512 exceeds the 256 training images"):
+        Trainer(SPEC, TrainConfig(batch_size=64, epoch_size=512), device_data)
+    with pytest.raises(ValueError, match="epoch_size must be None or an integer >= batch_size"):
+        TrainConfig(batch_size=64, epoch_size=32)
+
+
 def test_config_rejects_bad_recipe_values() -> None:
     with pytest.raises(ValueError, match="crop_padding"):
         TrainConfig(crop_padding=-1)

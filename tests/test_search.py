@@ -88,6 +88,42 @@ def test_changed_settings_refuse_resume(idx_dir: Path, tmp_path: Path) -> None:
     assert count_finished(load(config)) == 1
 
 
+def test_pruned_search_evaluates_where_it_decides(idx_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(idx_dir, tmp_path, trials=4, epochs=5, epoch_size=64)
+    assert config.evaluated_epochs == {1, 4, 5}
+
+    workers.run_search(config, workers=1)
+
+    study = load(config)
+    assert study.user_attrs[SETTINGS_KEY]["epoch_size"] == 64
+    trained = [t for t in study.trials if t.state != optuna.trial.TrialState.FAIL]
+    assert len(trained) == 4
+    for trial in trained:
+        epochs = trial.user_attrs["epochs_trained"]
+        assert epochs in (1, 4, 5), trial.number
+        assert sorted(trial.intermediate_values) == [e for e in (1, 4, 5) if e <= epochs]
+        assert trial.user_attrs["val_accuracy"] == trial.intermediate_values[epochs]
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert epochs == 5
+            assert trial.value == trial.intermediate_values[5]
+
+
+def test_study_from_before_epoch_size_resumes(idx_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(idx_dir, tmp_path, trials=1, epochs=1)
+    workers.run_search(config, workers=1)
+    # A study made before epoch_size existed stored no such setting: its epochs were passes.
+    study = load(config)
+    settings = dict(study.user_attrs[SETTINGS_KEY])
+    assert settings.pop("epoch_size") == config.train_size
+    study.set_user_attr(SETTINGS_KEY, settings)
+
+    assert workers.run_search(dataclasses.replace(config, trials=2), workers=1) == 2
+    smaller = dataclasses.replace(config, trials=3, epoch_size=64)
+    with pytest.raises(ValueError, match=r"epoch_size: stored 256, now 64.*--epoch-size 256"):
+        workers.run_search(smaller, workers=1)
+    assert count_finished(load(config)) == 2
+
+
 def test_non_finite_loss_fails_trial(
     idx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
