@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Any
 
-from regnas.cli import run_main, setup_logging
+from regnas.cli import count_text, run_main, setup_logging
 
 
 def benchmark(
@@ -233,11 +233,12 @@ def main(argv: list[str] | None = None) -> int:
             f"compile seconds: median {statistics.median(seconds):.2f}, first {seconds[0]:.2f}, "
             f"median after the first {statistics.median(later):.2f}, max {max(seconds):.2f}"
         )
-        tenth, last = times[min(9, len(times) - 1)]["rss_mb"], times[-1]["rss_mb"]
-        print(
-            f"resident memory: {tenth:.0f} MB after {min(10, len(times))} architectures, "
-            f"{last:.0f} MB after {len(times)} ({(last / tenth - 1) * 100:+.0f} %)"
-        )
+        last = times[-1]["rss_mb"]
+        text = f"resident memory: {last:.0f} MB after {count_text(len(times), 'architecture')}"
+        if len(times) > 10:
+            tenth = times[9]["rss_mb"]
+            text += f", {tenth:.0f} MB after 10 ({(last / tenth - 1) * 100:+.0f} % since then)"
+        print(text)
         return 0
     spec = load_architecture(args.config, trial=args.trial).spec
     if args.segments:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import subprocess
+import sys
 
 import pytest
 
@@ -45,7 +46,29 @@ def test_bench_sample_reports_compile_times_and_memory() -> None:
     assert "MB resident" in lines[0]
     assert lines[-2].startswith("compile seconds: median ")
     assert lines[-1].startswith("resident memory: ")
-    assert "after 2 (" in lines[-1]
+    # Fewer than 10 networks: nothing to compare the last reading with.
+    assert lines[-1].endswith(" MB after 2 architectures")
+
+
+def test_trial_budget_script_reports_accuracy_by_epoch(idx_dir: Path, tmp_path: Path) -> None:
+    config = save_architecture(
+        tmp_path / "tiny.json", architecture_document(SPEC, None, 28, {}, {})
+    )
+    options = ["--train-size", "256", "--val-size", "128", "--batch-size", "64"]
+    options += ["--epoch-size", "128", "--epochs", "3", "--data-dir", str(idx_dir), "--json"]
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_trial_budget.py", "--config", str(config), *options],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["images_per_epoch"] == 128
+    assert len(summary["val_accuracy"]) == 3
+    assert all(0.0 <= value <= 1.0 for value in summary["val_accuracy"])
 
 
 def test_bench_segments_times_every_segment(tmp_path: Path) -> None:
