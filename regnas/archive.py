@@ -117,6 +117,11 @@ def load_architecture(path: str | Path, trial: int | None = None) -> Architectur
         FileNotFoundError: The file does not exist.
     """
     path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(
+            f"{path} is a directory; pass an architecture file in it, such as one written by "
+            f"'{EXPORT_COMMAND}'."
+        )
     if not path.is_file():
         raise FileNotFoundError(
             f"Architecture file {path} not found. Create one with '{EXPORT_COMMAND}'."

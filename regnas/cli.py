@@ -142,6 +142,11 @@ class StopRequest:
         cls.check()
 
 
+def count_text(count: int, noun: str) -> str:
+    """Return `count` and `noun`, with an "s" unless the count is 1: "1 epoch", "3 epochs"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def run_main(main: Callable[[], int | None]) -> None:
     """Run an entry point: user errors print one line and exit 2, Ctrl-C exits 130."""
     try:

@@ -23,6 +23,7 @@ from typing import Any
 
 import optuna
 
+from regnas.cli import count_text
 from regnas.complexity import complexity_by_part
 from regnas.spec import AnyNetSpec
 from regnas.trials import (
@@ -238,7 +239,9 @@ def _outcome(trial: optuna.trial.FrozenTrial, source: ErrorSource, labels: Seque
         return f"failed ({attrs.get(FAIL_REASON_KEY, 'no reason stored')})"
 
     epochs = attrs.get("epochs_trained")
-    outcome = trial.state.name.lower() + (f" after {epochs} epoch(s)" if epochs else "")
+    outcome = trial.state.name.lower()
+    if epochs:
+        outcome += f" after {count_text(epochs, 'epoch')}"
     error = source.error(trial.values)
     if trial.state == optuna.trial.TrialState.COMPLETE and trial.values:
         values = [

@@ -20,7 +20,7 @@ from typing import Any
 
 import optuna
 
-from regnas.cli import DEFAULT_STUDY, StopRequest, TrialFailedElsewhere
+from regnas.cli import DEFAULT_STUDY, StopRequest, TrialFailedElsewhere, count_text
 from regnas.complexity import complexity
 from regnas.engine import DeviceData, EpochResult, NonFiniteLossError, TrainConfig, Trainer
 from regnas.space import SPACE_NAMES, RegNetSpace, Space, make_space
@@ -306,9 +306,10 @@ def trial_counts_text(study: optuna.Study) -> str:
     duplicates = sum(DUPLICATE_KEY in trial.user_attrs for trial in trials)
     failed = sum(trial.state == optuna.trial.TrialState.FAIL for trial in trials)
     return (
-        f"{rejected} sampled architecture(s) were rejected before training (outside the "
-        f"budget or stage limit), {duplicates} trial(s) reused the result of an identical "
-        f"architecture, and {failed} trial(s) failed."
+        f"{count_text(rejected, 'sampled architecture')} {'was' if rejected == 1 else 'were'} "
+        f"rejected before training (outside the budget or stage limit), "
+        f"{count_text(duplicates, 'trial')} reused the result of an identical architecture, "
+        f"and {count_text(failed, 'trial')} failed."
     )
 
 
@@ -715,7 +716,7 @@ def format_trial(trial: optuna.trial.FrozenTrial, study: optuna.Study) -> str:
     else:
         accuracy = validation_accuracy(trial)
         value = f"val_acc {accuracy:.4f}" if accuracy is not None else "no epoch finished"
-        value += f" after {attrs.get('epochs_trained', 0)} epoch(s)"
+        value += f" after {count_text(attrs.get('epochs_trained', 0), 'epoch')}"
         if DUPLICATE_KEY in attrs:
             value += f", reused from trial {attrs[DUPLICATE_KEY]} (same architecture)"
     timing = f"{seconds:.1f}s"

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from regnas.cli import run_main, setup_logging
+from regnas.cli import count_text, run_main, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
     else:
         print(
-            f"test accuracy {summary['test_accuracy']:.4f} after {summary['epochs']} epochs "
+            f"test accuracy {summary['test_accuracy']:.4f} after "
+            f"{count_text(summary['epochs'], 'epoch')} "
             f"({summary['total_seconds']:.0f}s, {summary['mflops']:.2f} MFLOPs); "
             f"model {summary['model']}"
         )

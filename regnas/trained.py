@@ -138,7 +138,10 @@ class TrainedModel:
                     f"{scaled.max()}]; pass uint8 images for pixel values 0-255."
                 )
         else:
-            raise ValueError(f"images must be uint8 or float, got dtype {images.dtype}.")
+            hint = ""
+            if np.issubdtype(images.dtype, np.integer):
+                hint = " Convert pixel values 0-255 with images.astype(np.uint8)."
+            raise ValueError(f"images must be uint8 or float, got dtype {images.dtype}.{hint}")
         return (scaled - np.float32(self.mean)) / np.float32(self.std)
 
 

@@ -21,7 +21,13 @@ import optuna
 from tqdm import tqdm
 
 from regnas import data as data_lib
-from regnas.cli import SearchError, StopRequest, TrialFailedElsewhere, setup_logging
+from regnas.cli import (
+    SearchError,
+    StopRequest,
+    TrialFailedElsewhere,
+    count_text,
+    setup_logging,
+)
 from regnas.engine import DeviceData, prepare_compile_cache
 from regnas.notes import save_study_figures, save_trial_note
 from regnas.storage import mask_password, open_storage, resolve_storage, storage_file
@@ -201,7 +207,10 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
     finally:
         progress.close()
         _logger.info(
-            "Worker %d: %d sampled architectures were rejected before training.", worker, rejected
+            "Worker %d: %s %s rejected before training.",
+            worker,
+            count_text(rejected, "sampled architecture"),
+            "was" if rejected == 1 else "were",
         )
 
 

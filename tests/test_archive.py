@@ -173,6 +173,8 @@ def test_invalid_json_names_file(tmp_path: Path) -> None:
 def test_missing_file_names_command(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"absent\.json not found.*regnas\.export"):
         regnas.load_architecture(tmp_path / "absent.json")
+    with pytest.raises(FileNotFoundError, match=r"is a directory; pass an architecture file"):
+        regnas.load_architecture(tmp_path)
 
 
 def test_json_round_trip_keeps_spec(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ def test_dashboard_shows_notes_and_figures(
     # Plotly draws titles as SVG text only once the figure rendered.
     assert 'class="gtitle"' in study_page
     assert re.search(r'data-unformatted="Error EDF"', study_page)
-    assert f"Trial {best}: complete after 4 epoch(s), val_accuracy" in trial_page
+    assert f"Trial {best}: complete after 4 epochs, val_accuracy" in trial_page
     assert "<th" in trial_page
     assert ">bottleneck width</th>" in trial_page
     assert ">head</td>" in trial_page

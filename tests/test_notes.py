@@ -83,7 +83,7 @@ def test_note_of_complete_trial() -> None:
     note = trial_note(trial, 28)
 
     first = note.splitlines()[0]
-    assert first == "### Trial 7: complete after 2 epoch(s), val_accuracy 0.8125, error 0.1875"
+    assert first == "### Trial 7: complete after 2 epochs, val_accuracy 0.8125, error 0.1875"
     assert f"{trial.user_attrs['mflops']:.3f} MFLOPs" in note
     assert "RegNet parameters: depth 6, w0 16, wa 20, wm 2.5, group_w 8, bot_mul 0.5" in note
     assert "| stage | depth |" in note
@@ -99,9 +99,7 @@ def test_note_of_other_outcomes() -> None:
     )
     duplicate = regnet_trial(PARAMS, (0.8,), extra_attrs={"duplicate_of": 3})
 
-    assert "pruned after 1 epoch(s), validation accuracy 0.7000 at epoch 1" in trial_note(
-        pruned, 28
-    )
+    assert "pruned after 1 epoch, validation accuracy 0.7000 at epoch 1" in trial_note(pruned, 28)
     assert "rejected before training (5 stages)" in trial_note(rejected, 28)
     assert "failed (NaN loss)" in trial_note(failed, 28)
     assert "Same architecture as trial 3." in trial_note(duplicate, 28)
