@@ -117,7 +117,7 @@ class SearchConfig:
     stem_stride: int = 1
     space: Space = dataclasses.field(default_factory=RegNetSpace)
     # Twice regnas.train's rate: in runs of 102,400 images, 0.2 gave 0.4-1.1 points more
-    # validation accuracy than 0.1 (docs/benchmarks.md, "The main job").
+    # validation accuracy than 0.1 (docs/benchmarks.md, "How many images a trial needs").
     lr: float = 0.2
     weight_decay: float = 5e-4
 
@@ -205,7 +205,7 @@ class SearchConfig:
 
     @property
     def prunes(self) -> bool:
-        """Whether Hyperband prunes: not for multi-objective or randomly sampled studies."""
+        """Whether successive halving prunes: not for multi-objective or random-sample studies."""
         return not self.multi_objective and self.sampler != "random"
 
     @property
