@@ -116,7 +116,7 @@ class SearchConfig:
     stem_w: int = 16
     stem_stride: int = 1
     space: Space = dataclasses.field(default_factory=RegNetSpace)
-    # Twice regnas.train's rate: in runs of 102,400 images, 0.2 gave 0.4-1.1 points more
+    # Twice regnas.train's rate: in runs of about 100,000 images, 0.2 gave 0.4-1.1 points more
     # validation accuracy than 0.1 (docs/benchmarks.md, "How many images a trial needs").
     lr: float = 0.2
     weight_decay: float = 5e-4
