@@ -28,6 +28,7 @@ from regnas.checkpoint import (
     save_checkpoint,
     write_atomic,
 )
+from regnas.cli import count_text
 from regnas.complexity import complexity
 from regnas.engine import DeviceData, EpochResult, TrainConfig, Trainer
 from regnas.trained import MODEL_NAME, evaluate_model, load_trained, save_model
@@ -140,10 +141,10 @@ def retrain(
         if trainer.epoch < train_config.epochs:
             compile_seconds = trainer.compile()
             _logger.info(
-                "Compiled in %.1fs; %d of %d epochs left, on %d images; checkpoint %s",
+                "Compiled in %.1fs; %d of %s left, on %d images; checkpoint %s",
                 compile_seconds,
                 train_config.epochs - trainer.epoch,
-                train_config.epochs,
+                count_text(train_config.epochs, "epoch"),
                 len(train_images),
                 checkpoint,
             )

@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=defaults.epochs,
         help="training epochs per trial; successive halving keeps the best quarter of the "
-        "trials after epochs 1, 4, 16, ... (default: %(default)s)",
+        "trials after epochs 1, 4, 16, ... before the last (default: %(default)s)",
     )
     parser.add_argument(
         "--train-size",
@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--epoch-size",
         type=int,
         default=None,
-        help="training images per epoch, drawn at random from the --train-size ones "
-        f"(default: {DEFAULT_EPOCH_SIZE:,}, or --train-size if smaller)",
+        help="training images per epoch, drawn at random from the --train-size ones and "
+        f"rounded down to whole batches (default: {DEFAULT_EPOCH_SIZE}, or --train-size if "
+        "smaller)",
     )
     parser.add_argument(
         "--val-size",

@@ -293,7 +293,11 @@ def describe_search(config: SearchConfig) -> str:
     elif not config.prunes:
         pruning = "pruning off (a random sample trains every model fully, for honest EDFs)"
     else:
-        pruning = f"successive halving over {config.epochs} epochs of {config.epoch_size:,} images"
+        # Each epoch drops the last partial batch, as regnas.engine.Trainer does.
+        images = config.epoch_size // config.batch_size * config.batch_size
+        pruning = (
+            f"successive halving over {count_text(config.epochs, 'epoch')} of {images:,} images"
+        )
     return (
         f"space {config.space.name}, {config.sampler} sampler, objectives {objectives}, {pruning}"
     )

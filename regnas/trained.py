@@ -116,14 +116,13 @@ class TrainedModel:
 
     def _pixels(self, images: np.ndarray | jax.Array) -> np.ndarray:
         images = np.asarray(images)
-        size = self.architecture.image_size
+        size, given = self.architecture.image_size, np.shape(images)
         if images.ndim == 3:
             images = images[..., None]
         if images.ndim != 4 or images.shape[1:] != (size, size, self.spec.in_channels):
             raise ValueError(
                 f"images must have shape (N, {size}, {size}) or (N, {size}, {size}, "
-                f"{self.spec.in_channels}), or ({size}, {size}) for one image, got "
-                f"{images.shape}."
+                f"{self.spec.in_channels}), or ({size}, {size}) for one image, got {given}."
             )
         if images.dtype == np.uint8:
             # The same operations, in the same order, as the training engine's normalization.

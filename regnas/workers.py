@@ -114,7 +114,7 @@ def run_search(
     finished = count_finished(study)
     if finished >= config.trials:
         print(
-            f"Study {config.study!r} already has {finished} finished trials "
+            f"Study {config.study!r} already has {count_text(finished, 'finished trial')} "
             f"(--trials {config.trials}); nothing to do."
         )
         return finished
@@ -134,7 +134,7 @@ def run_search(
 
     save_study_figures(study)
     finished = count_finished(study)
-    print(f"Study {config.study!r}: {finished} finished trials; {best_text(study)}.")
+    print(f"Study {config.study!r}: {count_text(finished, 'finished trial')}; {best_text(study)}.")
     print(trial_counts_text(study))
     return finished
 

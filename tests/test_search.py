@@ -16,7 +16,7 @@ from regnas.cli import SearchError
 from regnas.models import AnyNet, init_variables
 from regnas.results import export_best
 from regnas.spec import AnyNetSpec
-from regnas.study import SearchConfig, count_finished
+from regnas.study import SearchConfig, count_finished, describe_search
 from regnas.trials import SETTINGS_KEY
 
 from conftest import TINY_SPACE
@@ -106,6 +106,14 @@ def test_pruned_search_evaluates_where_it_decides(idx_dir: Path, tmp_path: Path)
         if trial.state == optuna.trial.TrialState.COMPLETE:
             assert epochs == 5
             assert trial.value == trial.intermediate_values[5]
+
+
+def test_description_counts_whole_batches() -> None:
+    config = SearchConfig(epochs=1, train_size=2000, epoch_size=2000, batch_size=128)
+    assert describe_search(config).endswith("successive halving over 1 epoch of 1,920 images")
+
+    config = SearchConfig()
+    assert describe_search(config).endswith("over 16 epochs of 6,400 images")
 
 
 def test_study_from_before_epoch_size_resumes(idx_dir: Path, tmp_path: Path) -> None:

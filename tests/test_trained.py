@@ -105,6 +105,7 @@ def test_predict_accepts_one_image(trained_run: dict[str, Any], idx_dir: Path) -
     ("images", "message"),
     [
         (np.zeros((2, 32, 32), np.uint8), r"shape \(N, 28, 28\)"),
+        (np.zeros((5, 27, 28), np.uint8), r"got \(5, 27, 28\)\.$"),
         (np.zeros((2, 28, 28, 3), np.uint8), r"got \(2, 28, 28, 3\)"),
         (np.full((2, 28, 28), 255.0, np.float32), r"must be in \[0, 1\]"),
         (np.zeros((2, 28, 28), np.int32), r"uint8 or float.*images\.astype\(np\.uint8\)"),
