@@ -578,9 +578,9 @@ class Trainer:
 
         Args:
             evaluate: Whether to evaluate after every epoch (True), after none (False), or
-                the 1-based numbers of the epochs to evaluate after. The evaluation fields of
-                a result without evaluation are NaN; False keeps a test set out of training
-                decisions.
+                the 1-based numbers of the epochs to evaluate after. A result without
+                evaluation has NaN in its evaluation fields. False keeps a test set out of
+                training decisions.
             on_step: Called after every step with the 1-based step number within the epoch and
                 the device array of summed (loss, accuracy) so far. Reading that array waits
                 for the device, so a progress display should read it only now and then.

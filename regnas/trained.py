@@ -116,13 +116,13 @@ class TrainedModel:
 
     def _pixels(self, images: np.ndarray | jax.Array) -> np.ndarray:
         images = np.asarray(images)
-        size, given = self.architecture.image_size, np.shape(images)
+        size, input_shape = self.architecture.image_size, np.shape(images)
         if images.ndim == 3:
             images = images[..., None]
         if images.ndim != 4 or images.shape[1:] != (size, size, self.spec.in_channels):
             raise ValueError(
                 f"images must have shape (N, {size}, {size}) or (N, {size}, {size}, "
-                f"{self.spec.in_channels}), or ({size}, {size}) for one image, got {given}."
+                f"{self.spec.in_channels}), or ({size}, {size}) for one image, got {input_shape}."
             )
         if images.dtype == np.uint8:
             # The same operations, in the same order, as the training engine's normalization.

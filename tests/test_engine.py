@@ -246,7 +246,7 @@ def test_restore_continues_epochs(device_data: DeviceData) -> None:
     )
 
 
-def test_epoch_size_draws_part_of_the_images_anew_each_epoch(device_data: DeviceData) -> None:
+def test_epoch_size_samples_each_epoch(device_data: DeviceData) -> None:
     trainer = Trainer(SPEC, TrainConfig(epochs=3, batch_size=64, epoch_size=128), device_data)
     keys = jax.random.split(jax.random.key(0), 3)
     orders = [np.asarray(trainer._epoch_order(key)) for key in keys]
