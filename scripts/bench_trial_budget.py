@@ -5,7 +5,7 @@ Usage:
         [--epochs 16] [--lr 0.2] [--warmup-epochs 1] [--val-size 5000] [--seed 0] [--json]
 
 It measures how many training images a trial needs before its validation accuracy shows what
-the architecture can reach; the search's defaults come from such runs. The split is the
+the architecture can reach. The search's defaults come from such runs. The split is the
 search's: --train-size training images and --val-size validation images held out from the
 official training set. Every epoch is evaluated, unlike in a pruned search. Run it under
 ``taskset -c 0`` to train on one core, as each worker of a two-worker search does.
