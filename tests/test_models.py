@@ -19,9 +19,14 @@ from regnas.models import (
 )
 
 
-@pytest.mark.parametrize(("groups", "stride"), [(4, 1), (3, 2), (1, 1)])
-def test_dense_grouped_conv_matches_native(groups: int, stride: int) -> None:
-    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 24))
+@pytest.mark.parametrize(
+    ("groups", "stride", "size"),
+    [(4, 1, 9), (3, 2, 9), (3, 2, 8), (1, 2, 7), (8, 2, 2), (1, 1, 9)],
+)
+def test_dense_grouped_conv_matches_native(groups: int, stride: int, size: int) -> None:
+    # With stride 2 the dense path multiplies gathered pixels instead of convolving, so odd and
+    # even sizes check its padding.
+    x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 24))
     dense = GroupedConv3x3(24, groups, stride, "dense")
     native = GroupedConv3x3(24, groups, stride, "native")
     params = native.init(jax.random.key(1), x)
