@@ -12,7 +12,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m regnas.evaluate",
         description="Load a model saved by 'python -m regnas.train' and print its accuracy on "
-        "the Fashion-MNIST test set.",
+        "the Fashion-MNIST test set, as it is and with each image's scores averaged with "
+        "those of its mirror image.",
     )
     parser.add_argument(
         "model", help="run directory (its model.msgpack is read) or a model.msgpack file"
@@ -26,16 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    from regnas.trained import evaluate_test_set
+    from regnas.trained import accuracy_text, evaluate_test_set
 
     result = evaluate_test_set(args.model, data_dir=args.data_dir)
     if args.json:
         print(json.dumps(result))
     else:
-        print(
-            f"test accuracy {result['test_accuracy']:.4f} on {result['test_images']} images "
-            f"({result['model']})"
-        )
+        print(f"{accuracy_text(result)} on {result['test_images']} images ({result['model']})")
     return 0
 
 

@@ -31,7 +31,7 @@ from regnas.checkpoint import (
 from regnas.cli import count_text
 from regnas.complexity import complexity
 from regnas.engine import DeviceData, EpochResult, TrainConfig, Trainer
-from regnas.trained import MODEL_NAME, evaluate_model, load_trained, save_model
+from regnas.trained import MODEL_NAME, evaluation_summary, load_trained, save_model
 from regnas.versions import package_versions
 
 
@@ -157,14 +157,12 @@ def retrain(
             )
         save_model(model_file, document, trainer.final_variables())
 
-    test_accuracy, test_loss = evaluate_model(load_trained(model_file), test_images, test_labels)
     summary = {
         "config": str(config_path),
         "run_dir": str(run_dir),
         "model": str(model_file),
         "architecture": spec.to_dict(),
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
+        **evaluation_summary(load_trained(model_file), test_images, test_labels),
     }
     if train_config.ema_decay:
         summary["test_accuracy_without_ema"] = trainer.evaluate()[0]
@@ -318,7 +316,8 @@ class _EpochProgress:
 def _check_input(in_channels: int, num_classes: int, data_channels: int) -> None:
     if in_channels != data_channels or num_classes != 10:
         raise ValueError(
-            f"The architecture expects {in_channels} input channel(s) and {num_classes} classes, "
+            f"The architecture expects {count_text(in_channels, 'input channel')} and "
+            f"{num_classes} classes, "
             f"but Fashion-MNIST has {data_channels} channel and 10 classes. Export an "
             "architecture searched on Fashion-MNIST."
         )

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from regnas.engine import TrainConfig
     from regnas.retrain import RunOptions, retrain
+    from regnas.trained import accuracy_text
 
     fields = (
         "epochs",
@@ -80,8 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
     else:
         print(
-            f"test accuracy {summary['test_accuracy']:.4f} after "
-            f"{count_text(summary['epochs'], 'epoch')} "
+            f"{accuracy_text(summary)} after {count_text(summary['epochs'], 'epoch')} "
             f"({summary['total_seconds']:.0f}s, {summary['mflops']:.2f} MFLOPs); "
             f"model {summary['model']}"
         )

@@ -76,12 +76,14 @@ class TrainedModel:
         """The `AnyNetSpec` of the network."""
         return self.architecture.spec
 
-    def logits(self, images: np.ndarray | jax.Array) -> np.ndarray:
+    def logits(self, images: np.ndarray | jax.Array, mirror: bool = False) -> np.ndarray:
         """Return the class scores of uint8 or float images.
 
         Args:
             images: A batch, shape (N, 28, 28) or (N, 28, 28, 1), or one image, shape (28, 28)
                 or (28, 28, 1); uint8 in [0, 255] or floats in [0, 1].
+            mirror: Also score each image mirrored left to right and return the mean of the
+                two scores (test-time augmentation). It helps a network trained with flips.
 
         Returns:
             Shape (N, classes) for a batch, (classes,) for one image.
@@ -91,8 +93,20 @@ class TrainedModel:
         """
         images = np.asarray(images)
         if self._is_one_image(images.shape):
-            return self.logits(images[None])[0]
+            return self.logits(images[None], mirror)[0]
         pixels = self._pixels(images)
+        if mirror:
+            return (self._scores(pixels) + self._scores(pixels[:, :, ::-1])) / np.float32(2.0)
+        return self._scores(pixels)
+
+    def predict(self, images: np.ndarray | jax.Array, mirror: bool = False) -> np.ndarray:
+        """Return the predicted class of each image, or of one image as a 0-d array.
+
+        See `logits` for the arguments.
+        """
+        return np.argmax(self.logits(images, mirror), axis=-1)
+
+    def _scores(self, pixels: np.ndarray) -> np.ndarray:
         count = len(pixels)
         padded = -(-count // _BATCH) * _BATCH
         padding = np.zeros((padded - count, *pixels.shape[1:]), np.float32)
@@ -102,13 +116,6 @@ class TrainedModel:
             for start in range(0, padded, _BATCH)
         ]
         return np.concatenate(outputs)[:count] if outputs else np.zeros((0, self.spec.num_classes))
-
-    def predict(self, images: np.ndarray | jax.Array) -> np.ndarray:
-        """Return the predicted class of each image, or of one image as a 0-d array.
-
-        See `logits` for the accepted input.
-        """
-        return np.argmax(self.logits(images), axis=-1)
 
     def _is_one_image(self, shape: tuple[int, ...]) -> bool:
         size, channels = self.architecture.image_size, self.spec.in_channels
@@ -194,10 +201,13 @@ def load_trained(path: str | Path) -> TrainedModel:
 
 
 def evaluate_model(
-    model: TrainedModel, images: np.ndarray, labels: np.ndarray
+    model: TrainedModel, images: np.ndarray, labels: np.ndarray, mirror: bool = False
 ) -> tuple[float, float]:
-    """Return (accuracy, mean cross-entropy) of `model` on labelled images."""
-    logits = model.logits(images)
+    """Return (accuracy, mean cross-entropy) of `model` on labelled images.
+
+    With `mirror`, the scores are averaged with those of the mirrored images (see `logits`).
+    """
+    logits = model.logits(images, mirror)
     labels = np.asarray(labels, np.int32)
     correct = int(np.sum(np.argmax(logits, axis=-1) == labels))
     loss = optax.softmax_cross_entropy_with_integer_labels(jnp.asarray(logits), labels)
@@ -213,10 +223,26 @@ def evaluate_test_set(path: str | Path, data_dir: str | None = None) -> dict[str
     """
     model = load_trained(path)
     images, labels = data_lib.load_arrays(data_lib.find_data_dir(data_dir), train=False)
+    return {"model": str(model.path), **evaluation_summary(model, images, labels)}
+
+
+def evaluation_summary(
+    model: TrainedModel, images: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
+    """Return the test-set entries of a run's summary: accuracy and loss, plain and mirrored."""
     accuracy, loss = evaluate_model(model, images, labels)
+    mirrored_accuracy, _ = evaluate_model(model, images, labels, mirror=True)
     return {
-        "model": str(model.path),
         "test_accuracy": accuracy,
         "test_loss": loss,
+        "test_accuracy_mirrored": mirrored_accuracy,
         "test_images": len(labels),
     }
+
+
+def accuracy_text(summary: Mapping[str, Any]) -> str:
+    """Return "test accuracy A (B with mirrored images)" for a summary of `evaluation_summary`."""
+    return (
+        f"test accuracy {summary['test_accuracy']:.4f} "
+        f"({summary['test_accuracy_mirrored']:.4f} averaged with mirrored images)"
+    )

@@ -55,6 +55,7 @@ def test_evaluate_command_matches_summary(
         output = json.loads(result.stdout)
         assert output["test_accuracy"] == trained_run["test_accuracy"]
         assert output["test_loss"] == trained_run["test_loss"]
+        assert output["test_accuracy_mirrored"] == trained_run["test_accuracy_mirrored"]
         assert output["test_images"] == 300
 
 
@@ -66,7 +67,12 @@ def test_evaluate_command_prints_accuracy(
     )
 
     assert result.returncode == 0, result.stderr
-    assert f"test accuracy {trained_run['test_accuracy']:.4f} on 300 images" in result.stdout
+    expected = (
+        f"test accuracy {trained_run['test_accuracy']:.4f} "
+        f"({trained_run['test_accuracy_mirrored']:.4f} averaged with mirrored images) "
+        "on 300 images"
+    )
+    assert expected in result.stdout
 
 
 def test_package_exports_load_trained(trained_run: dict[str, Any]) -> None:
@@ -99,6 +105,22 @@ def test_predict_accepts_one_image(trained_run: dict[str, Any], idx_dir: Path) -
     np.testing.assert_array_equal(model.logits(images[0, ..., 0]), batch_logits[0])
     assert model.predict(images[0]).shape == ()
     assert int(model.predict(images[0])) == int(np.argmax(batch_logits[0]))
+
+
+def test_mirror_averages_scores_of_left_right_mirrored_images(
+    trained_run: dict[str, Any], idx_dir: Path
+) -> None:
+    model = load_trained(trained_run["run_dir"])
+    images, labels = data_lib.load_arrays(idx_dir, train=False)
+    plain, mirrored = model.logits(images), model.logits(images[:, :, ::-1])
+
+    averaged = model.logits(images, mirror=True)
+
+    np.testing.assert_allclose(averaged, (plain + mirrored) / 2, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(averaged, plain)
+    np.testing.assert_array_equal(model.logits(images[0], mirror=True), averaged[0])
+    predictions = model.predict(images, mirror=True)
+    assert float(np.mean(predictions == labels)) == trained_run["test_accuracy_mirrored"]
 
 
 @pytest.mark.parametrize(
