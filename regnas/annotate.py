@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from regnas.cli import DEFAULT_STUDY, add_study_arguments, run_main, setup_logging
+from regnas.cli import DEFAULT_STUDY, add_study_arguments, count_text, run_main, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     from regnas.notes import annotate_study
 
     notes, figures = annotate_study(args.study, args.storage)
-    print(f"Saved {notes} trial note(s) and {len(figures)} figure(s) in study {args.study!r}")
+    print(
+        f"Saved {count_text(notes, 'trial note')} and {count_text(len(figures), 'figure')} "
+        f"in study {args.study!r}"
+    )
     return 0
 
 

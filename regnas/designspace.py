@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import optuna
 
+from regnas.cli import count_text
 from regnas.figures import edf_steps, require_plotly
 from regnas.report import html_page
 from regnas.storage import load_existing_study, open_storage, resolve_storage
@@ -230,7 +231,7 @@ def write_comparison(comparison: Comparison, output: str | Path) -> Path:
         sampler = space.sampler or "not recorded"
         parts.append(
             f"<li>{html.escape(space.study)}: {html.escape(space.counts)}; "
-            f"{space.outside_band} completed model(s) outside the band; sampler: "
+            f"{count_text(space.outside_band, 'completed model')} outside the band; sampler: "
             f"{html.escape(sampler)}</li>"
         )
     parts.append("</ul>")

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from regnas.cli import DEFAULT_STUDY, add_study_arguments, run_main, setup_logging
+from regnas.cli import DEFAULT_STUDY, add_study_arguments, count_text, run_main, setup_logging
 
 
 EXTENSIONS = {"json": ".json", "pycls": ".yaml", "markdown": ".md"}
@@ -92,16 +92,19 @@ def _select_list(
 
     if top_k is None:
         documents = export_pareto(study, storage)
-        print(f"{len(documents)} trial(s) on the error-MFLOPs Pareto front of {study!r}:")
+        print(
+            f"{count_text(len(documents), 'trial')} on the error-MFLOPs Pareto front of {study!r}:"
+        )
         return documents, "pareto", f"Error-MFLOPs Pareto front of study {study!r}"
 
     documents = export_top_k(study, storage, top_k)
     if len(documents) < top_k:
         print(
-            f"Note: study {study!r} has only {len(documents)} trained trial(s) to export, "
+            f"Note: study {study!r} has only {count_text(len(documents), 'completed trial')} "
+            "to export, "
             f"fewer than --top-k {top_k}; writing them all."
         )
-    print(f"The {len(documents)} trial(s) of {study!r} with the best val_accuracy:")
+    print(f"The {count_text(len(documents), 'trial')} of {study!r} with the best val_accuracy:")
     return documents, f"top{top_k}", f"{len(documents)} best trials of study {study!r}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from regnas.cli import count_text
 from regnas.spec import AnyNetSpec, StageSpec
 
 
@@ -44,7 +45,8 @@ def _section(document: Mapping[str, Any]) -> str:
         f"val_accuracy {accuracy_text}, {counts['flops'] / 1e6:.2f} MFLOPs, "
         f"{counts['params']:,} params",
         "",
-        f"Input {spec.in_channels} channel(s) at {counts['image_size']}x{counts['image_size']}; "
+        f"Input {count_text(spec.in_channels, 'channel')} at "
+        f"{counts['image_size']}x{counts['image_size']}; "
         f"stem: 3x3 convolution to {spec.stem_w} channels, stride {spec.stem_stride}; "
         f"head: {spec.num_classes} classes.",
         "",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from regnas.cli import DEFAULT_STUDY, add_study_arguments, run_main, setup_logging
+from regnas.cli import DEFAULT_STUDY, add_study_arguments, count_text, run_main, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         if item.skipped:
             print(f"skipped {item.name}: {item.note}")
     drawn = len(report.pages)
-    print(f"Wrote {drawn} figure(s) and the index to {report.index.resolve()}")
+    print(f"Wrote {count_text(drawn, 'figure')} and the index to {report.index.resolve()}")
     return 0
 
 

@@ -15,7 +15,7 @@ import warnings
 
 import optuna
 
-from regnas.cli import DEFAULT_STUDY, add_study_arguments, run_main, setup_logging
+from regnas.cli import DEFAULT_STUDY, add_study_arguments, count_text, run_main, setup_logging
 from regnas.storage import (
     MAX_RETRY,
     load_existing_study,
@@ -68,7 +68,9 @@ def study_status(
     if fail_stale:
         failed = _fail_stale(study, opened, heartbeat, older_than)
         numbers = ", ".join(str(number) for number in failed) or "none"
-        lines.append(f"Failed {len(failed)} stale trial(s) and queued their retries: {numbers}.")
+        lines.append(
+            f"Failed {count_text(len(failed), 'stale trial')} and queued their retries: {numbers}."
+        )
     lines.extend(_state_lines(study, mask_password(url)))
     return "\n".join(lines)
 

@@ -751,7 +751,11 @@ def best_text(study: optuna.Study) -> str:
     """Return the best trial of a single-objective study, or the Pareto front's size."""
     if len(study.directions) > 1:
         front = study.best_trials
-        return f"Pareto front of {len(front)} trial(s)" if front else "no completed trial yet"
+        return (
+            f"Pareto front of {count_text(len(front), 'trial')}"
+            if front
+            else "no completed trial yet"
+        )
     try:
         best = study.best_trial
     except ValueError:

@@ -17,6 +17,7 @@ from typing import Any
 
 import optuna
 
+from regnas.cli import count_text
 from regnas.complexity import complexity
 from regnas.regnet import WIDTH_QUANTUM, RegNetParams
 from regnas.space import RegNetSpace
@@ -145,7 +146,8 @@ def enqueue_zoo(study: optuna.Study, config: SearchConfig) -> list[WarmStartTria
         for trial in queued
     )
     print(
-        f"Warm start: queued {len(queued)} model-zoo network(s){': ' + names if names else ''}; "
+        f"Warm start: queued {count_text(len(queued), 'model-zoo network')}"
+        f"{': ' + names if names else ''}; "
         f"{len(trials) - len(queued)} already in the study"
         + (f"; no scaling of {', '.join(unfit)} fits the budget and space." if unfit else "."),
         flush=True,

@@ -100,7 +100,9 @@ def run_search(
     config = dataclasses.replace(config, data_dir=str(data_dir))
 
     path = storage_file(storage_url)
-    _logger.info("regnas search with %d worker(s): %s", workers, dataclasses.asdict(config))
+    _logger.info(
+        "regnas search with %s: %s", count_text(workers, "worker"), dataclasses.asdict(config)
+    )
     _logger.info("versions: %s", package_versions())
     print(f"Storage: {path if path else mask_password(storage_url)}", flush=True)
     print(f"Data: {data_dir.resolve()} ({available} training images)", flush=True)

@@ -94,7 +94,7 @@ def test_cli_top_k_beyond_trained(
     assert export.main(["--study", STUDY, "--storage", storage, "--top-k", "10"]) == 0
 
     printed = capsys.readouterr().out
-    assert "only 5 trained trial(s)" in printed
+    assert "only 5 completed trials" in printed
     default = tmp_path / "studies" / f"{STUDY}.top10.json"
     assert default.is_file()
     for trial in (1, 5, 2, 0, 6):

@@ -274,7 +274,7 @@ def test_plot_command_writes_report(tmp_path: Path) -> None:
     result = run_plot("--study", "cli", "--storage", storage, "--output-dir", "out", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert f"Wrote 8 figure(s) and the index to {tmp_path / 'out' / 'index.html'}" in result.stdout
+    assert f"Wrote 8 figures and the index to {tmp_path / 'out' / 'index.html'}" in result.stdout
     assert (tmp_path / "out" / "edf.html").is_file()
 
 

@@ -225,7 +225,8 @@ def test_warm_start_queues_once(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert queued and again == []
     waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert [t.user_attrs[WARM_START_KEY] for t in waiting] == [t.name for t in queued]
-    assert f"queued {len(queued)} model-zoo network(s)" in capsys.readouterr().out
+    noun = "network" if len(queued) == 1 else "networks"
+    assert f"queued {len(queued)} model-zoo {noun}" in capsys.readouterr().out
 
 
 def test_anynet_search_stores_stage_parameters(idx_dir: Path, tmp_path: Path) -> None:
