@@ -148,7 +148,7 @@ class GroupedConv3x3(nn.Module):
             kernel = jnp.einsum("hwigo,fg->hwfigo", blocks, eye).reshape(3, 3, w_in, self.features)
             groups = 1
         if self.impl == "dense" and self.stride == 2:
-            return _conv3x3_stride2_as_matmul(x, kernel)
+            return conv3x3_stride2_as_matmul(x, kernel)
         return jax.lax.conv_general_dilated(
             x,
             kernel,
@@ -159,7 +159,7 @@ class GroupedConv3x3(nn.Module):
         )
 
 
-def _conv3x3_stride2_as_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def conv3x3_stride2_as_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Return the 3x3 convolution of NHWC `x` with stride 2 and padding 1, as one matrix multiply.
 
     The nine pixels that each output pixel reads are gathered along the channel axis with

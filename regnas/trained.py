@@ -241,7 +241,7 @@ def evaluation_summary(
 
 
 def accuracy_text(summary: Mapping[str, Any]) -> str:
-    """Return "test accuracy A (B with mirrored images)" for a summary of `evaluation_summary`."""
+    """Return "test accuracy A (B averaged with mirrored images)" for a test-set summary."""
     return (
         f"test accuracy {summary['test_accuracy']:.4f} "
         f"({summary['test_accuracy_mirrored']:.4f} averaged with mirrored images)"

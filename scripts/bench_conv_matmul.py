@@ -14,7 +14,9 @@ each (`regnas.bench.benchmark`):
     which does 1/groups of the multiply-adds of the block-diagonal dense kernel.
 Without --config it times the reference AnyNet (stem 16, stages (1, 24), (2, 56), (4, 152),
 group width 8). In the other modes, grouped kernels are the block-diagonal dense kernels of
-regnas's CPU path.
+regnas's CPU path. That path computes stride-2 3x3 convolutions as a matrix multiply without
+`lax.conv_general_dilated` (`scripts/bench_stride2.py`), so the modes change only the other
+convolutions, except in `grouped` mode.
 """
 
 from __future__ import annotations

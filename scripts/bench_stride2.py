@@ -1,0 +1,94 @@
+"""Time the stride-2 3x3 convolutions of a network as XLA convolutions and as matrix multiplies.
+
+Usage: python scripts/bench_stride2.py [--config FILE] [--batch-size 128] [--repeats 30]
+
+The first block of each stage has a grouped 3x3 convolution with stride 2. On the CPU, regnas
+expands its kernel to a block-diagonal dense kernel and computes it with
+`regnas.models.conv3x3_stride2_as_matmul`. For each such convolution of the network, this script
+times that form and `lax.conv_general_dilated` with stride 2 on the same dense kernel. It times
+the forward pass alone, and the forward and backward pass together (the gradient with respect
+to the input and the kernel), and prints the median of the repeats in milliseconds. Without
+--config it times the reference AnyNet (stem 16, stages (1, 24), (2, 56), (4, 152), group width
+8).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+import time
+
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from regnas import AnyNetSpec, StageSpec
+from regnas.archive import load_architecture
+from regnas.models import conv3x3_stride2_as_matmul
+
+
+def strided_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Convolve NHWC `x` with a 3x3 HWIO `kernel`, stride 2 and padding 1, as XLA does."""
+    return lax.conv_general_dilated(
+        x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+FORMS = {"convolution": strided_conv, "matrix multiply": conv3x3_stride2_as_matmul}
+
+
+def stride2_shapes(spec: AnyNetSpec, image_size: int) -> list[tuple[str, int, int]]:
+    """Return (block name, input size, channels) of each stride-2 3x3 convolution of `spec`."""
+    size = -(-image_size // spec.stem_stride)
+    shapes = []
+    for index, stage in enumerate(spec.stages, start=1):
+        if stage.stride == 2:
+            shapes.append((f"s{index}_b1", size, stage.inner_width))
+        size = -(-size // stage.stride)
+    return shapes
+
+
+def median_ms(function: Callable[..., object], *args: jax.Array, repeats: int) -> float:
+    """Return the median wall time of `function(*args)` in milliseconds, after one warm-up call."""
+    jax.block_until_ready(function(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(function(*args))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default=None, help="architecture JSON from regnas.export")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    if args.config:
+        architecture = load_architecture(args.config)
+        spec, image_size = architecture.spec, architecture.image_size
+    else:
+        stages = [(1, 24), (2, 56), (4, 152)]
+        spec = AnyNetSpec(stages=tuple(StageSpec(d, w, group_w=8) for d, w in stages))
+        image_size = 28
+    rng = np.random.default_rng(0)
+    print("block     input        form              forward ms  forward+backward ms")
+    for name, size, channels in stride2_shapes(spec, image_size):
+        x = jnp.asarray(rng.standard_normal((args.batch_size, size, size, channels)), jnp.float32)
+        kernel = jnp.asarray(rng.standard_normal((3, 3, channels, channels)), jnp.float32)
+        for form, function in FORMS.items():
+
+            def loss(x: jax.Array, kernel: jax.Array, function=function) -> jax.Array:
+                return jnp.sum(jnp.square(function(x, kernel)))
+
+            forward = median_ms(jax.jit(function), x, kernel, repeats=args.repeats)
+            both = median_ms(jax.jit(jax.grad(loss, (0, 1))), x, kernel, repeats=args.repeats)
+            shape = f"{size}x{size}x{channels}"
+            print(f"{name:<9} {shape:<12} {form:<17} {forward:>10.2f}  {both:>19.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
