@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     _print_table(documents)
     output = _output(args.output, args.study, kind, args.format)
     paths = write_export(documents, args.format, output, storage_url, title)
-    print("Wrote them to " + ", ".join(str(path.resolve()) for path in paths))
+    pronoun = "it" if len(documents) == 1 else "them"
+    print(f"Wrote {pronoun} to " + ", ".join(str(path.resolve()) for path in paths))
     return 0
 
 
@@ -101,11 +102,14 @@ def _select_list(
     if len(documents) < top_k:
         print(
             f"Note: study {study!r} has only {count_text(len(documents), 'completed trial')} "
-            "to export, "
-            f"fewer than --top-k {top_k}; writing them all."
+            f"to export, fewer than --top-k {top_k}; writing "
+            f"{'it' if len(documents) == 1 else 'them all'}."
         )
     print(f"The {count_text(len(documents), 'trial')} of {study!r} with the best val_accuracy:")
-    return documents, f"top{top_k}", f"{len(documents)} best trials of study {study!r}"
+    title = f"{count_text(len(documents), 'best trial')} of study {study!r}"
+    if len(documents) == 1:
+        title = f"Best trial of study {study!r}"
+    return documents, f"top{top_k}", title
 
 
 def write_export(

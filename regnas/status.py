@@ -68,8 +68,9 @@ def study_status(
     if fail_stale:
         failed = _fail_stale(study, opened, heartbeat, older_than)
         numbers = ", ".join(str(number) for number in failed) or "none"
+        retries = "its retry" if len(failed) == 1 else "their retries"
         lines.append(
-            f"Failed {count_text(len(failed), 'stale trial')} and queued their retries: {numbers}."
+            f"Failed {count_text(len(failed), 'stale trial')} and queued {retries}: {numbers}."
         )
     lines.extend(_state_lines(study, mask_password(url)))
     return "\n".join(lines)

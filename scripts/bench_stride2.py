@@ -1,8 +1,9 @@
 """Time the stride-2 3x3 convolutions of a network as XLA convolutions and as matrix multiplies.
 
-Usage: python scripts/bench_stride2.py [--config FILE] [--batch-size 128] [--repeats 30]
+Usage: python scripts/bench_stride2.py [--config FILE [--trial N]] [--batch-size N] [--repeats N]
 
-The first block of each stage has a grouped 3x3 convolution with stride 2. On the CPU, regnas
+The first block of each stage with stride 2 has a grouped 3x3 convolution with stride 2. On the
+CPU, regnas
 expands its kernel to a block-diagonal dense kernel and computes it with
 `regnas.models.conv3x3_stride2_as_matmul`. For each such convolution of the network, this script
 times that form and `lax.conv_general_dilated` with stride 2 on the same dense kernel. It times
@@ -60,15 +61,41 @@ def median_ms(function: Callable[..., object], *args: jax.Array, repeats: int) -
     return float(np.median(times)) * 1e3
 
 
+def positive_int(text: str) -> int:
+    """Parse a command-line integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=None, help="architecture JSON from regnas.export")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument(
+        "--config", default=None, help="architecture JSON from regnas.export (default: reference)"
+    )
+    parser.add_argument(
+        "--trial", type=int, default=None, help="the trial to time from a file of several"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=128,
+        help="images per call (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=30,
+        help="timed calls of each form; the median is printed (default: %(default)s)",
+    )
     args = parser.parse_args()
 
     if args.config:
-        architecture = load_architecture(args.config)
+        try:
+            architecture = load_architecture(args.config, trial=args.trial)
+        except (ValueError, FileNotFoundError) as error:
+            parser.error(str(error))
         spec, image_size = architecture.spec, architecture.image_size
     else:
         stages = [(1, 24), (2, 56), (4, 152)]

@@ -83,6 +83,24 @@ def test_cli_top_k_writes_list(
         regnas.load_architecture(output)
 
 
+def test_cli_top_k_one_reads_singular(
+    storage: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    options = ["--study", STUDY, "--storage", storage, "--top-k", "1", "--format", "markdown"]
+
+    assert export.main(options) == 0
+
+    printed = capsys.readouterr().out
+    assert f"The 1 trial of '{STUDY}' with the best val_accuracy:" in printed
+    assert "Wrote it to " in printed
+    markdown = (tmp_path / "studies" / f"{STUDY}.top1.md").read_text()
+    assert markdown.startswith(f"# Best trial of study '{STUDY}'")
+
+
 def test_cli_top_k_beyond_trained(
     storage: str,
     tmp_path: Path,

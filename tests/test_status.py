@@ -68,7 +68,7 @@ def test_journal_fails_old_running_trial(tmp_path: Path) -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert "Failed 1 stale trial and queued their retries: 1." in result.stdout
+    assert "Failed 1 stale trial and queued its retry: 1." in result.stdout
     study = optuna.load_study(study_name="status", storage=open_storage(storage))
     failed = study.trials[running.number]
     assert failed.state == State.FAIL
@@ -122,7 +122,7 @@ def test_sqlite_fails_trial_without_heartbeat(
     )
 
     assert result.returncode == 0, result.stderr
-    assert "Failed 1 stale trial and queued their retries: 1." in result.stdout
+    assert "Failed 1 stale trial and queued its retry: 1." in result.stdout
     reloaded = optuna.load_study(study_name="status", storage=storage)
     assert reloaded.trials[running.number].state == State.FAIL
     assert len(reloaded.get_trials(states=(State.WAITING,))) == 1
