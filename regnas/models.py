@@ -165,8 +165,8 @@ def conv3x3_stride2_as_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     The nine pixels that each output pixel reads are gathered along the channel axis with
     strided slices, and multiplied by the kernel flattened to (9 * channels, features). The
     result is the strided convolution's. XLA:CPU computes the gradient of a strided convolution
-    slowly, most of all on small images: forward and backward together took 18.8 ms for a batch
-    of 128 4x4x128 inputs as a convolution and 2.8 ms in this form (docs/benchmarks.md).
+    slowly, most of all on small images: forward and backward together took 18.2 ms for a batch
+    of 128 4x4x128 inputs as a convolution and 2.9 ms in this form (docs/benchmarks.md).
     """
     _, height, width, channels = x.shape
     out_h, out_w = (height + 1) // 2, (width + 1) // 2
