@@ -164,7 +164,7 @@ def conv3x3_stride2_as_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     The nine pixels that each output pixel reads are gathered along the channel axis with
     strided slices, and multiplied by the kernel flattened to (9 * channels, features). The
-    result is the strided convolution's. XLA:CPU computes the gradient of a strided convolution
+    result equals the strided convolution's. XLA:CPU computes the gradient of a strided convolution
     slowly, most of all on small images: forward and backward together took 18.2 ms for a batch
     of 128 4x4x128 inputs as a convolution and 2.9 ms in this form (docs/benchmarks.md).
     """

@@ -3,8 +3,7 @@
 Usage: python scripts/bench_stride2.py [--config FILE [--trial N]] [--batch-size N] [--repeats N]
 
 The first block of each stage with stride 2 has a grouped 3x3 convolution with stride 2. On the
-CPU, regnas
-expands its kernel to a block-diagonal dense kernel and computes it with
+CPU, regnas expands its kernel to a block-diagonal dense kernel and computes it with
 `regnas.models.conv3x3_stride2_as_matmul`. For each such convolution of the network, this script
 times that form and `lax.conv_general_dilated` with stride 2 on the same dense kernel. It times
 the forward pass alone, and the forward and backward pass together (the gradient with respect

@@ -71,7 +71,7 @@ def test_trial_budget_script_reports_accuracy_by_epoch(idx_dir: Path, tmp_path: 
     assert all(0.0 <= value <= 1.0 for value in summary["val_accuracy"])
 
 
-def test_stride2_script_times_both_forms_of_each_strided_block(tmp_path: Path) -> None:
+def test_stride2_script_times_both_forms(tmp_path: Path) -> None:
     config = save_architecture(
         tmp_path / "tiny.json", architecture_document(SPEC, None, 28, {}, {})
     )

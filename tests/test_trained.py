@@ -107,9 +107,7 @@ def test_predict_accepts_one_image(trained_run: dict[str, Any], idx_dir: Path) -
     assert int(model.predict(images[0])) == int(np.argmax(batch_logits[0]))
 
 
-def test_mirror_averages_scores_of_left_right_mirrored_images(
-    trained_run: dict[str, Any], idx_dir: Path
-) -> None:
+def test_mirror_averages_flipped_scores(trained_run: dict[str, Any], idx_dir: Path) -> None:
     model = load_trained(trained_run["run_dir"])
     images, labels = data_lib.load_arrays(idx_dir, train=False)
     plain, mirrored = model.logits(images), model.logits(images[:, :, ::-1])
