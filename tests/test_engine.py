@@ -125,6 +125,21 @@ def test_deeper_network_reuses_compiled_blocks(device_data: DeviceData) -> None:
     assert compiles == []
 
 
+def test_cached_segments_run_after_another_network_compiles(device_data: DeviceData) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+    Trainer(AnyNetSpec(stages=(StageSpec(1, 32),)), config, device_data).compile()
+    # A new block shape, so this compile empties JAX's staging caches first.
+    Trainer(AnyNetSpec(stages=(StageSpec(1, 72),)), config, device_data).compile()
+
+    again = Trainer(AnyNetSpec(stages=(StageSpec(1, 32),)), config, device_data)
+    with count_compiles() as compiles:
+        again.compile()
+        result = next(again.epochs())
+
+    assert compiles == []
+    assert math.isfinite(result.train_loss)
+
+
 def test_segmented_step_matches_whole_network(device_data: DeviceData) -> None:
     config = TrainConfig(epochs=1, batch_size=64, warmup_epochs=0)
     spec = AnyNetSpec(
