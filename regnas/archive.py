@@ -230,8 +230,9 @@ def parse_architecture(document: Any) -> Architecture:
 def _check_header(document: Mapping[str, Any]) -> None:
     found = document.get("format")
     if found != FORMAT:
+        what = f"'format' is {found!r}" if "format" in document else "There is no 'format' entry"
         raise ArchitectureError(
-            f"'format' is {found!r}; expected {FORMAT!r}. This is not a regnas architecture "
+            f"{what}; expected {FORMAT!r}. This is not a regnas architecture "
             f"file; create one with '{EXPORT_COMMAND}'.",
             "format",
         )

@@ -157,14 +157,18 @@ def read_msgpack(
     try:
         raw = serialization.msgpack_restore(path.read_bytes())
     except Exception as error:  # msgpack raises several unrelated types on bad bytes.
+        reason = str(error).rstrip(".")
         raise ValueError(
-            f"{path} is not {kind}: it cannot be read as msgpack ({error}). {fix}"
+            f"{path} is not {kind}: it cannot be read as msgpack ({reason}). {fix}"
         ) from None
     if not isinstance(raw, dict) or raw.get("format") != file_format:
-        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise ValueError(
-            f"{path} is not {kind}: its format is {found!r}, not {file_format!r}. {fix}"
-        )
+        if isinstance(raw, dict) and "format" in raw:
+            found = f"its format is {raw['format']!r}"
+        elif isinstance(raw, dict):
+            found = "it has no format entry"
+        else:
+            found = f"it holds a {type(raw).__name__}"
+        raise ValueError(f"{path} is not {kind}: {found}, expected {file_format!r}. {fix}")
     if raw.get("version") != version:
         raise ValueError(
             f"{path} has {file_format} version {raw.get('version')!r}; this regnas reads "

@@ -90,7 +90,10 @@ class TrainedModel:
 
         Raises:
             ValueError: The shape, dtype or value range does not fit.
+            TypeError: `mirror` is not a bool.
         """
+        if not isinstance(mirror, (bool, np.bool_)):
+            raise TypeError(f"mirror must be True or False, got {mirror!r}.")
         images = np.asarray(images)
         if self._is_one_image(images.shape):
             return self.logits(images[None], mirror)[0]
@@ -129,7 +132,8 @@ class TrainedModel:
         if images.ndim != 4 or images.shape[1:] != (size, size, self.spec.in_channels):
             raise ValueError(
                 f"images must have shape (N, {size}, {size}) or (N, {size}, {size}, "
-                f"{self.spec.in_channels}), or ({size}, {size}) for one image, got {input_shape}."
+                f"{self.spec.in_channels}), or ({size}, {size}) or ({size}, {size}, "
+                f"{self.spec.in_channels}) for one image, got {input_shape}."
             )
         if images.dtype == np.uint8:
             # The same operations, in the same order, as the training engine's normalization.

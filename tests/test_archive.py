@@ -64,6 +64,7 @@ STAGES = ["anynet", "stages"]
 # (the bad value as Python prints it, and the fix).
 BAD_FILES = {
     "wrong format": (_set(["format"], "pycls"), "format", ["'pycls'", "regnas.export"]),
+    "no format": (_delete(["format"]), "format", ["no 'format' entry", "regnas.export"]),
     "newer version": (_set(["version"], 2), "version", ["is 2", "upgrade regnas"]),
     "older version": (_set(["version"], 0), "version", ["is 0", "Re-export"]),
     "version as text": (_set(["version"], "1"), "version", ["'1'", "the integer 1"]),

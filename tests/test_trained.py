@@ -119,12 +119,14 @@ def test_mirror_averages_flipped_scores(trained_run: dict[str, Any], idx_dir: Pa
     np.testing.assert_array_equal(model.logits(images[0], mirror=True), averaged[0])
     predictions = model.predict(images, mirror=True)
     assert float(np.mean(predictions == labels)) == trained_run["test_accuracy_mirrored"]
+    with pytest.raises(TypeError, match="mirror must be True or False, got 'yes'"):
+        model.predict(images, mirror="yes")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("images", "message"),
     [
-        (np.zeros((2, 32, 32), np.uint8), r"shape \(N, 28, 28\)"),
+        (np.zeros((2, 32, 32), np.uint8), r"shape \(N, 28, 28\).* \(28, 28, 1\) for one image"),
         (np.zeros((5, 27, 28), np.uint8), r"got \(5, 27, 28\)\.$"),
         (np.zeros((2, 28, 28, 3), np.uint8), r"got \(2, 28, 28, 3\)"),
         (np.full((2, 28, 28), 255.0, np.float32), r"must be in \[0, 1\]"),
@@ -165,8 +167,15 @@ def test_other_files_are_not_models(trained_run: dict[str, Any], tmp_path: Path)
     checkpoint_message = "is not a saved model: its format is 'regnas.checkpoint'"
     with pytest.raises(ValueError, match=re.escape(checkpoint_message)):
         load_trained(run_dir / CHECKPOINT_NAME)
-    with pytest.raises(ValueError, match=re.escape(f"{text} is not a saved model")):
+    with pytest.raises(ValueError, match=re.escape(f"{text} is not a saved model")) as error:
         load_trained(text)
+    assert ".)" not in str(error.value)
+    unnamed = tmp_path / "unnamed.msgpack"
+    unnamed.write_bytes(serialization.msgpack_serialize({"weights": np.zeros(2)}))
+    with pytest.raises(
+        ValueError, match=re.escape("it has no format entry, expected 'regnas.model'")
+    ):
+        load_trained(unnamed)
     with pytest.raises(ValueError, match="is not a saved model") as error:
         load_trained(run_dir / "summary.json")
     assert f"or the {MODEL_NAME} in it" in str(error.value)
