@@ -23,7 +23,13 @@ from regnas.storage import (
     open_storage,
     resolve_storage,
 )
-from regnas.trials import FAIL_REASON_KEY, WORKER_HOST_KEY, WORKER_PID_KEY, is_rejected
+from regnas.trials import (
+    FAIL_REASON_KEY,
+    REJECTION_CAUSE,
+    WORKER_HOST_KEY,
+    WORKER_PID_KEY,
+    is_rejected,
+)
 
 
 _State = optuna.trial.TrialState
@@ -125,8 +131,8 @@ def _state_lines(study: optuna.Study, storage_text: str) -> list[str]:
     if rejected:
         # Rejected samples are stored as PRUNED, but the search neither trains nor counts them.
         lines.append(
-            f"  {rejected} of the PRUNED are samples rejected before training (outside the "
-            "budget or the space), which --trials does not count."
+            f"  {rejected} of the PRUNED are samples rejected before training "
+            f"({REJECTION_CAUSE}), which --trials does not count."
         )
     running = [trial for trial in trials if trial.state == _State.RUNNING]
     now = datetime.datetime.now()

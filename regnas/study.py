@@ -29,6 +29,7 @@ from regnas.storage import open_storage
 from regnas.trials import (
     DUPLICATE_KEY,
     REJECTED_KEY,
+    REJECTION_CAUSE,
     SETTINGS_KEY,
     WORKER_HOST_KEY,
     WORKER_PID_KEY,
@@ -311,7 +312,7 @@ def trial_counts_text(study: optuna.Study) -> str:
     failed = sum(trial.state == optuna.trial.TrialState.FAIL for trial in trials)
     return (
         f"{count_text(rejected, 'sampled architecture')} {'was' if rejected == 1 else 'were'} "
-        f"rejected before training (outside the budget or stage limit), "
+        f"rejected before training ({REJECTION_CAUSE}), "
         f"{count_text(duplicates, 'trial')} reused the result of an identical architecture, "
         f"and {count_text(failed, 'trial')} failed."
     )
@@ -502,7 +503,7 @@ def make_objective(config: SearchConfig, device_data: DeviceData) -> Objective:
             return train_trial(trial)
         except optuna.exceptions.UpdateFinishedTrialError as error:
             raise TrialFailedElsewhere(
-                f"trial {trial.number} was marked failed by another process while this worker "
+                f"Trial {trial.number} was marked failed by another process while this worker "
                 "ran it (its heartbeat was older than the grace period, or regnas.status "
                 "--fail-stale failed it)"
             ) from error

@@ -213,6 +213,10 @@ def metric_labels(
     return [f"objective {index}" for index in range(len(directions))]
 
 
+# Why a search rejects a sample before training it, as the search log and regnas.status say.
+REJECTION_CAUSE = "outside the complexity budget or the stage limit"
+
+
 def is_rejected(trial: optuna.trial.FrozenTrial) -> bool:
     return REJECTED_KEY in trial.user_attrs
 

@@ -205,12 +205,12 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
                 StopRequest.check()
                 if not lost:
                     raise
-                _logger.warning("Worker %d: %s; going on with the next trial.", worker, lost[0])
+                # Several workers log with a "wN" prefix (`_worker_main`), so the message has none.
+                _logger.warning("%s; going on with the next trial.", lost[0])
     finally:
         progress.close()
         _logger.info(
-            "Worker %d: %s %s rejected before training.",
-            worker,
+            "%s %s rejected before training.",
             count_text(rejected, "sampled architecture"),
             "was" if rejected == 1 else "were",
         )
@@ -284,7 +284,7 @@ def _worker_main(
     except KeyboardInterrupt:
         sys.exit(130)
     except (SearchError, ValueError, FileNotFoundError) as error:
-        _logger.error("Worker %d stopped: %s", index, error)
+        _logger.error("Stopped: %s", error)
         sys.exit(1)
 
 

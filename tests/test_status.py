@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from regnas.storage import GRACE_PERIOD_ENV, HEARTBEAT_INTERVAL_ENV, open_storage
-from regnas.trials import REJECTED_KEY
+from regnas.trials import REJECTED_KEY, REJECTION_CAUSE
 
 from conftest import run_module
 
@@ -53,7 +53,9 @@ def test_rejected_samples_counted_apart(tmp_path: Path) -> None:
 
     assert result.returncode == 0, result.stderr
     assert "3 trials: 1 RUNNING, 1 COMPLETE, 1 PRUNED" in result.stdout
-    assert "1 of the PRUNED are samples rejected before training" in result.stdout
+    assert f"1 of the PRUNED are samples rejected before training ({REJECTION_CAUSE})" in (
+        result.stdout
+    )
 
 
 def test_journal_fails_old_running_trial(tmp_path: Path) -> None:

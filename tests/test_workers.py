@@ -183,7 +183,7 @@ def test_trial_failed_elsewhere_keeps_worker(
     assert count_finished(study) == 2
     lost = [r.getMessage() for r in caplog.records if "marked failed by another" in r.message]
     assert len(lost) == 1
-    assert lost[0].startswith(f"Worker 0: trial {failed_numbers[0]} was marked failed")
+    assert lost[0].startswith(f"Trial {failed_numbers[0]} was marked failed")
 
 
 class DashboardPoller(threading.Thread):
