@@ -99,6 +99,9 @@ def retrain(
             using the checkpoint directory.
     """
     options = options or RunOptions()
+    if train_size is not None and train_size < 1:
+        # Checked before the data is read, which takes seconds.
+        raise ValueError(f"--train-size must be a positive integer, got {train_size}.")
     start = time.perf_counter()
     architecture = load_architecture(config_path, trial=trial)
     spec = architecture.spec

@@ -272,6 +272,11 @@ def test_trial_picks_list_entry(idx_dir: Path, tmp_path: Path) -> None:
         (["--crop-padding", "9"], "error: --crop-padding must be an integer in [0, 8]"),
         (["--label-smoothing", "1"], "error: --label-smoothing must be in [0, 1), got 1.0."),
         (["--ema-decay", "-0.5"], "error: --ema-decay must be in [0, 1), got -0.5."),
+        # Before the data is read: the data directory does not exist.
+        (
+            ["--train-size", "0", "--data-dir", "absent"],
+            "error: --train-size must be a positive integer, got 0.",
+        ),
     ],
 )
 def test_bad_recipe_flag_is_named(
