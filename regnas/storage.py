@@ -130,7 +130,13 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     if path is not None:
         _check_storage_file(path, create)
     if journal_path(url) is not None:
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        try:
+            return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except OSError as error:
+            raise ValueError(
+                f"Cannot open the journal file {path}: {error.strerror or error}. Pass a "
+                "--storage journal file in a directory you can write to."
+            ) from None
     if path is not None:
         engine_kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT}
     interval, grace = heartbeat_settings()
@@ -141,10 +147,15 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
         cause = error.__cause__
         module = cause.name if isinstance(cause, ImportError) and cause.name else None
         missing = f"driver module {module!r} is not installed" if module else str(error)
+        scheme = url.partition("://")[0].partition("+")[0]
+        advice = _DRIVER_ADVICE.get(scheme) or (
+            f"the package that provides the {module!r} module"
+            if module
+            else f"the one that SQLAlchemy documents for {scheme}:// URLs"
+        )
         raise ValueError(
-            f"Cannot open storage {mask_password(url)}: {missing}. Install the database driver, "
-            "for example 'pip install \"psycopg[binary]\"' for postgresql:// URLs (SQLAlchemy "
-            "2.1 uses psycopg 3 by default; psycopg2 needs postgresql+psycopg2://)."
+            f"Cannot open storage {mask_password(url)}: {missing}. Install the database "
+            f"driver: {advice}."
         ) from None
     except Exception as error:  # SQLAlchemy and Optuna raise many types for a bad URL.
         if "no longer compatible with the table schema" in str(error):
@@ -163,6 +174,14 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
             "supports, such as sqlite:///FILE or postgresql://USER@HOST/DB, with its driver "
             "installed."
         ) from None
+
+
+# How to install a driver for the URL schemes that SQLAlchemy knows best.
+_DRIVER_ADVICE = {
+    "postgresql": "'pip install \"psycopg[binary]\"' (SQLAlchemy 2.1 uses psycopg 3 for "
+    "postgresql:// URLs; psycopg2 needs postgresql+psycopg2://)",
+    "mysql": "'pip install PyMySQL' with a mysql+pymysql:// URL, or mysqlclient for mysql://",
+}
 
 
 def _check_storage_file(path: Path, create: bool) -> None:

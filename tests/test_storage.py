@@ -79,6 +79,29 @@ def test_unknown_driver_raises() -> None:
         open_storage("nosuchdb://x")
 
 
+@pytest.mark.parametrize(
+    ("url", "advice"),
+    [
+        ("mysql://user@127.0.0.1/db", "'pip install PyMySQL' with a mysql+pymysql:// URL"),
+        ("mssql+pyodbc://user@127.0.0.1/db", "the package that provides the 'pyodbc' module"),
+    ],
+)
+def test_missing_driver_names_its_package(url: str, advice: str) -> None:
+    with pytest.raises(ValueError, match=r"not installed\. Install the database driver") as error:
+        open_storage(url)
+
+    assert advice in str(error.value)
+    assert "psycopg" not in str(error.value)
+
+
+def test_unwritable_journal_file_raises() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^Cannot open the journal file /proc/regnas\.log: No such file or directory\. ",
+    ):
+        open_storage("journal:///proc/regnas.log")
+
+
 def test_concurrent_schema_creation(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     script = (
