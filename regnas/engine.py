@@ -219,7 +219,7 @@ class TrainState:
 # Segment keys with the input shapes that `Trainer.compile` has compiled them for.
 _COMPILED_SIGNATURES: set[tuple[Any, ...]] = set()
 # Compiled segment functions shared by every Trainer of the process, keyed by `_Segment.key`,
-# least recently used first. Compiled code grew a process by about 20 MB per new network of the
+# least recently used first. Compiled code grew a process by about 13 MB per new network of the
 # default space, so `Trainer.compile` drops the least recently used beyond `segment_cache_size()`.
 _SEGMENT_FUNCTIONS: collections.OrderedDict[tuple[Any, ...], dict[str, Any]] = (
     collections.OrderedDict()
@@ -231,8 +231,9 @@ DEFAULT_SEGMENT_CACHE = 48
 def segment_cache_size() -> int:
     """Return how many compiled segments a process keeps: ``$REGNAS_SEGMENT_CACHE``, or 48.
 
-    Without a bound, a worker's memory grew from 2.0 GB after 10 random networks of the default
-    space to 5.8 GB after 200 (docs/benchmarks.md). A larger cache recompiles less often.
+    Without a bound, a worker's memory grew from 1.2 GB after 10 random networks of the default
+    space to 3.2 GB after 200, against 0.7 and 1.0 GB with it; but those 200 networks compiled in
+    less than half the time (docs/benchmarks.md). A larger cache recompiles less often.
     """
     text = os.environ.get(SEGMENT_CACHE_ENV, "")
     if not text:
@@ -884,8 +885,8 @@ def _head_functions(
         return totals + jnp.stack([correct.sum(), (loss * m).sum()])
 
     return {
-        "train": jax.jit(train, donate_argnums=(0, 1, 6)),
-        "evaluate": jax.jit(evaluate, donate_argnums=5),
+        "train": _jit(train, donate_argnums=(0, 1, 6)),
+        "evaluate": _jit(evaluate, donate_argnums=5),
     }
 
 
@@ -897,10 +898,21 @@ def _jit_all(
 ) -> dict[str, Any]:
     # Donating parameters and optimizer state lets XLA update them in place.
     return {
-        "forward": jax.jit(forward),
-        "backward": jax.jit(backward, donate_argnums=backward_donates),
-        "evaluate": jax.jit(evaluate),
+        "forward": _jit(forward),
+        "backward": _jit(backward, donate_argnums=backward_donates),
+        "evaluate": _jit(evaluate),
     }
+
+
+# With its newer fusion emitters off, XLA:CPU compiled a network's segments 15-27 % faster, for
+# the same training speed and bitwise the same results (jax 0.10.2, docs/benchmarks.md).
+CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
+def _jit(function: Callable[..., Any], donate_argnums: int | tuple[int, ...] = ()) -> Any:
+    """Return `function` jitted for a segment, with `CPU_COMPILER_OPTIONS` on the CPU."""
+    options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+    return jax.jit(function, donate_argnums=donate_argnums, compiler_options=options)
 
 
 def count_params(params: Any) -> int:
