@@ -232,8 +232,9 @@ def segment_cache_size() -> int:
     """Return how many compiled segments a process keeps: ``$REGNAS_SEGMENT_CACHE``, or 48.
 
     Without a bound, a worker's memory grew from 1.2 GB after 10 random networks of the default
-    space to 3.2 GB after 200, against 0.7 and 1.0 GB with it; but those 200 networks compiled in
-    less than half the time (docs/benchmarks.md). A larger cache recompiles less often.
+    space to 3.2 GB after 200, against 0.7 and 1.0 GB with it. Those 200 networks compiled in
+    less than half the time, though (docs/benchmarks.md), because a larger cache recompiles less
+    often.
     """
     text = os.environ.get(SEGMENT_CACHE_ENV, "")
     if not text:
@@ -339,10 +340,10 @@ def _evict_segments(keep: set[tuple[Any, ...]]) -> int:
 
 
 def _drop_staging_caches() -> None:
-    """Empty JAX's caches of traced and lowered functions; compiled code stays where it is.
+    """Empty JAX's caches of traced and lowered functions, but keep the compiled code.
 
     Those caches are keyed by function, and the segment functions of evicted networks stayed
-    in them, so a worker's memory grew by about 10 MB per network (docs/benchmarks.md). Each
+    in them, so a worker's memory grew by about 5 MB per network (docs/benchmarks.md). Each
     jitted function keeps its own compiled executables, so cached segments still run without
     tracing or compiling again. JAX has no public call that clears only these caches:
     `jax.clear_caches()` also drops every compiled executable.
@@ -502,10 +503,10 @@ class Trainer:
             _evict_segments({segment.key for segment in self.segments})
             self._compiled = True
             return time.perf_counter() - start
-        # Tracing a new network fills JAX's staging caches, which kept about 5 MB per network
-        # of the default space in memory; compiled segments stay callable without them.
+        # Tracing a new network fills JAX's staging caches with about 5 MB per network of the
+        # default space. Compiled segments stay callable without them, so they are emptied.
         _drop_staging_caches()
-        # Epochs unpack a split key and sum into new arrays; compile those small operations now.
+        # Epochs unpack a split key and sum into new arrays. Compile those small operations now.
         first, _ = jax.random.split(self.key)
         jax.block_until_ready((first, jnp.zeros(2)))
         copy = functools.partial(jax.tree_util.tree_map, jnp.copy)
