@@ -101,9 +101,14 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, trainer: Trainer, settings: Mapping[str, Any]
+    path: Path,
+    trainer: Trainer,
+    settings: Mapping[str, Any],
+    labels: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Restore `trainer` from the checkpoint at `path` and return the saved epoch history.
+
+    `labels` maps setting names to how an error names them, such as a command-line flag.
 
     Raises:
         ValueError: The file is not a regnas checkpoint, or it was written with other settings;
@@ -115,9 +120,12 @@ def load_checkpoint(
     current = json.loads(json.dumps(settings, sort_keys=True))
     for name in sorted(set(saved) | set(current)):
         if saved.get(name) != current.get(name):
+            label = (labels or {}).get(name, name)
+            # A flag reads as on the command line (--lr 0.1), other settings as name = value.
+            label += " " if label.startswith("--") else " = "
             raise ValueError(
-                f"Checkpoint {path} was written with {name} = {_show(saved.get(name))}, but this "
-                f"run has {name} = {_show(current.get(name))}. Rerun with the checkpoint's "
+                f"Checkpoint {path} was written with {label}{_show(saved.get(name))}, but this "
+                f"run has {label}{_show(current.get(name))}. Rerun with the checkpoint's "
                 "settings to resume, pass --fresh to start over (the checkpoint is then replaced "
                 "after the first epoch), or pass another --checkpoint-dir."
             )

@@ -38,6 +38,23 @@ from regnas.versions import package_versions
 _logger = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.json"
+# The TrainConfig fields that regnas.train sets from its flag of the same name (--batch-size).
+RECIPE_FIELDS = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "seed",
+    "crop_padding",
+    "flip",
+    "label_smoothing",
+    "ema_decay",
+)
+# How a checkpoint mismatch names each setting: the flag that sets it.
+_SETTING_FLAGS = {
+    "train_images": "--train-size",
+    **{name: "--" + name.replace("_", "-") for name in RECIPE_FIELDS},
+}
 # Steps between two reads of the running loss for the progress bar; each read waits for the
 # device, which stalls the queue of dispatched steps.
 _PROGRESS_LOSS_EVERY = 50
@@ -207,7 +224,7 @@ def _resume(
     if fresh:
         _logger.info("--fresh: starting at epoch 1; the first epoch replaces %s", checkpoint)
         return []
-    history = load_checkpoint(checkpoint, trainer, settings)
+    history = load_checkpoint(checkpoint, trainer, settings, _SETTING_FLAGS)
     _logger.info(
         "Resuming from %s after epoch %d of %d", checkpoint, trainer.epoch, trainer.config.epochs
     )

@@ -40,20 +40,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     from regnas.engine import TrainConfig
-    from regnas.retrain import RunOptions, retrain
+    from regnas.retrain import RECIPE_FIELDS, RunOptions, retrain
     from regnas.trained import accuracy_text
 
-    fields = (
-        "epochs",
-        "batch_size",
-        "lr",
-        "weight_decay",
-        "seed",
-        "crop_padding",
-        "flip",
-        "label_smoothing",
-        "ema_decay",
-    )
+    fields = RECIPE_FIELDS
     try:
         train_config = TrainConfig(**{name: getattr(args, name) for name in fields})
     except ValueError as error:

@@ -107,7 +107,7 @@ def test_changed_setting_keeps_checkpoint(
     checkpoint = tmp_path / "run" / CHECKPOINT_NAME
     before = checkpoint.read_bytes()
 
-    with pytest.raises(ValueError, match=r"lr = 0\.1, but this run has lr = 0\.2") as error:
+    with pytest.raises(ValueError, match=r"with --lr 0\.1, but this run has --lr 0\.2") as error:
         run(architecture, idx_dir, tmp_path / "run", TrainConfig(epochs=1, batch_size=64, lr=0.2))
 
     assert "--fresh" in str(error.value)
@@ -128,6 +128,17 @@ def test_changed_architecture_keeps_checkpoint(
 
     with pytest.raises(ValueError, match="written with architecture = "):
         run(other, idx_dir, tmp_path / "run", config)
+    other_batch = TrainConfig(epochs=1, batch_size=32)
+    with pytest.raises(ValueError, match="--batch-size 64, but this run has --batch-size 32"):
+        run(architecture, idx_dir, tmp_path / "run", other_batch)
+    with pytest.raises(ValueError, match="--train-size 512, but this run has --train-size 256"):
+        retrain(
+            str(architecture),
+            config,
+            data_dir=str(idx_dir),
+            train_size=256,
+            options=RunOptions(run_dir=tmp_path / "run"),
+        )
 
     assert (tmp_path / "run" / CHECKPOINT_NAME).is_file()
 
