@@ -43,7 +43,7 @@ from regnas.study import (
     open_study,
     trial_counts_text,
 )
-from regnas.trials import is_rejected
+from regnas.trials import REJECTION_CAUSE, is_rejected
 from regnas.versions import package_versions
 
 
@@ -209,11 +209,12 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
                 _logger.warning("%s; going on with the next trial.", lost[0])
     finally:
         progress.close()
-        _logger.info(
-            "%s %s rejected before training.",
-            count_text(rejected, "sampled architecture"),
-            "was" if rejected == 1 else "were",
-        )
+        if rejected:
+            _logger.info(
+                "This worker rejected %s before training (%s).",
+                count_text(rejected, "sampled architecture"),
+                REJECTION_CAUSE,
+            )
 
 
 def _run_processes(config: SearchConfig, storage_url: str, workers: int, verbose: bool) -> None:
