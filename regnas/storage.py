@@ -180,7 +180,7 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
 _DRIVER_ADVICE = {
     "postgresql": "'pip install \"psycopg[binary]\"' (SQLAlchemy 2.1 uses psycopg 3 for "
     "postgresql:// URLs; psycopg2 needs postgresql+psycopg2://)",
-    "mysql": "'pip install PyMySQL' with a mysql+pymysql:// URL, or mysqlclient for mysql://",
+    "mysql": "'pip install mysqlclient' for mysql:// URLs, or PyMySQL with mysql+pymysql://",
 }
 
 

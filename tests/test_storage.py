@@ -82,7 +82,7 @@ def test_unknown_driver_raises() -> None:
 @pytest.mark.parametrize(
     ("url", "advice"),
     [
-        ("mysql://user@127.0.0.1/db", "'pip install PyMySQL' with a mysql+pymysql:// URL"),
+        ("mysql://user@127.0.0.1/db", "'pip install mysqlclient' for mysql:// URLs"),
         ("mssql+pyodbc://user@127.0.0.1/db", "the package that provides the 'pyodbc' module"),
     ],
 )
