@@ -50,7 +50,7 @@ RECIPE_FIELDS = (
     "label_smoothing",
     "ema_decay",
 )
-# How a checkpoint mismatch names each setting: the flag that sets it.
+# The flag that sets each setting, as a checkpoint mismatch error names it.
 _SETTING_FLAGS = {
     "train_images": "--train-size",
     **{name: "--" + name.replace("_", "-") for name in RECIPE_FIELDS},

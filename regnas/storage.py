@@ -176,7 +176,7 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
         ) from None
 
 
-# How to install a driver for the most common URL schemes.
+# Driver installation advice for the most common URL schemes.
 _DRIVER_ADVICE = {
     "postgresql": "'pip install \"psycopg[binary]\"' (SQLAlchemy 2.1 uses psycopg 3 for "
     "postgresql:// URLs; psycopg2 needs postgresql+psycopg2://)",

@@ -125,7 +125,7 @@ def test_deeper_network_reuses_compiled_blocks(device_data: DeviceData) -> None:
     assert compiles == []
 
 
-def test_cached_segments_run_after_another_network_compiles(device_data: DeviceData) -> None:
+def test_cached_segments_run_after_cache_drop(device_data: DeviceData) -> None:
     config = TrainConfig(epochs=1, batch_size=64)
     Trainer(AnyNetSpec(stages=(StageSpec(1, 32),)), config, device_data).compile()
     # A new block shape, so this compile empties JAX's staging caches first.

@@ -94,7 +94,7 @@ def test_missing_driver_names_its_package(url: str, advice: str) -> None:
     assert "psycopg" not in str(error.value)
 
 
-def test_unwritable_journal_file_raises() -> None:
+def test_unopenable_journal_file_raises() -> None:
     with pytest.raises(
         ValueError,
         match=r"^Cannot open the journal file /proc/regnas\.log: No such file or directory\. ",
