@@ -230,9 +230,12 @@ def parse_architecture(document: Any) -> Architecture:
 def _check_header(document: Mapping[str, Any]) -> None:
     found = document.get("format")
     if found != FORMAT:
-        what = f"'format' is {found!r}" if "format" in document else "There is no 'format' entry"
+        if "format" in document:
+            problem = f"'format' is {found!r}"
+        else:
+            problem = "There is no 'format' entry"
         raise ArchitectureError(
-            f"{what}; expected {FORMAT!r}. This is not a regnas architecture "
+            f"{problem}; expected {FORMAT!r}. This is not a regnas architecture "
             f"file; create one with '{EXPORT_COMMAND}'.",
             "format",
         )

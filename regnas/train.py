@@ -43,13 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     from regnas.retrain import RECIPE_FIELDS, RunOptions, retrain
     from regnas.trained import accuracy_text
 
-    fields = RECIPE_FIELDS
     try:
-        train_config = TrainConfig(**{name: getattr(args, name) for name in fields})
+        train_config = TrainConfig(**{name: getattr(args, name) for name in RECIPE_FIELDS})
     except ValueError as error:
         # TrainConfig names its fields; on the command line they are flags.
         name, _, rest = str(error).partition(" ")
-        if name not in fields:
+        if name not in RECIPE_FIELDS:
             raise
         raise ValueError(f"--{name.replace('_', '-')} {rest}") from None
     options = RunOptions(

@@ -213,7 +213,7 @@ def metric_labels(
     return [f"objective {index}" for index in range(len(directions))]
 
 
-# Why a search rejects a sample before training it, as the search log and regnas.status say.
+# The reason a search rejects a sample before training, printed by the search log and status.
 REJECTION_CAUSE = "outside the complexity budget or the stage limit"
 
 
