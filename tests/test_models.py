@@ -15,17 +15,35 @@ from regnas.models import (
     BatchNorm,
     GroupedConv3x3,
     init_variables,
+    pixel_pairs_are_cheaper,
     resolve_grouped_conv,
 )
 
 
 @pytest.mark.parametrize(
-    ("groups", "stride", "size"),
-    [(4, 1, 9), (3, 2, 9), (3, 2, 8), (1, 2, 7), (8, 2, 2), (1, 1, 9)],
+    ("groups", "stride", "size", "pixel_pairs"),
+    [
+        (4, 1, 9, False),
+        (3, 2, 9, False),
+        (3, 2, 8, False),
+        (1, 2, 7, False),
+        (8, 2, 2, True),
+        (1, 1, 9, False),
+        (4, 1, 2, True),
+        (12, 1, 3, True),
+        (1, 1, 1, True),
+        (8, 2, 4, True),
+        (12, 2, 5, True),
+    ],
 )
-def test_dense_grouped_conv_matches_native(groups: int, stride: int, size: int) -> None:
+def test_dense_grouped_conv_matches_native(
+    groups: int, stride: int, size: int, pixel_pairs: bool
+) -> None:
     # With stride 2 the dense path multiplies gathered pixels instead of convolving, so odd and
-    # even sizes check its padding.
+    # even sizes check its padding. Small images take the pixel-pair form instead.
+    assert pixel_pairs_are_cheaper((size, size + 1), stride, groups, 24 * 24 // groups) is (
+        pixel_pairs
+    )
     x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 24))
     dense = GroupedConv3x3(24, groups, stride, "dense")
     native = GroupedConv3x3(24, groups, stride, "native")
@@ -45,6 +63,22 @@ def test_dense_grouped_conv_matches_native(groups: int, stride: int, size: int) 
         strict=True,
     ):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_pixel_pairs_only_on_small_images() -> None:
+    # Measured cases (docs/benchmarks.md): image, stride, groups, group width, inner width.
+    cases = {
+        ((2, 2), 1, 48, 8, 384): True,
+        ((4, 4), 1, 19, 8, 152): True,
+        ((7, 7), 2, 19, 8, 152): True,
+        ((7, 7), 1, 7, 8, 56): False,
+        ((4, 4), 2, 4, 32, 128): False,
+        ((4, 4), 1, 6, 64, 384): False,
+        ((14, 14), 2, 7, 8, 56): False,
+        ((28, 28), 1, 96, 8, 768): False,
+    }
+    for (image, stride, groups, group_w, width), expected in cases.items():
+        assert pixel_pairs_are_cheaper(image, stride, groups, group_w * width) is expected, image
 
 
 def test_batch_norm_matches_flax() -> None:
