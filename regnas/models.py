@@ -214,17 +214,17 @@ def pixel_pairs_are_cheaper(
 
     Per output pixel and group, the pixel-pair form multiplies every input pixel and the dense
     kernel every tap of every group: its share of the multiply-adds is pixels / (9 * groups).
-    It is taken at half or less (a third with stride 2) while its matrix, pixel pairs times
-    `kernel_size` (the grouped kernel's numbers per tap), stays small. Measured on a batch of
-    128, forward and backward (docs/benchmarks.md): 1.3 instead of 245 ms at 2x2x384 with 48
-    groups, where XLA:CPU's convolution is slowest, and 4.3 instead of 16.3 ms at 4x4x152 with
-    19 groups.
+    It is taken at four fifths or less (a third with stride 2) while its matrix, pixel pairs
+    times `kernel_size` (the grouped kernel's numbers per tap), stays small. Measured on a
+    batch of 128, forward and backward (scripts/bench_small_images.py): 1.2 instead of 212 ms at
+    2x2x384 with 48 groups, where XLA:CPU's convolution is slowest, 4.1 instead of 17.9 ms at
+    4x4x152 with 19 groups, and 7.9 instead of 15.4 ms at 7x7x56 with 7 groups.
     """
     height, width = image
     pixels = height * width
     pairs = pixels * _output_size(height, stride) * _output_size(width, stride)
     # A strided convolution here is already one gathered matrix multiply, a stronger rival.
-    share = 1 / 2 if stride == 1 else 1 / 3
+    share = 4 / 5 if stride == 1 else 1 / 3
     return pixels <= share * 9 * groups and pairs * kernel_size <= _PIXEL_PAIR_LIMIT
 
 

@@ -1,0 +1,172 @@
+"""Time grouped 3x3 convolutions on small images in the forms regnas chooses between on the CPU.
+
+Usage: python scripts/bench_small_images.py [--config FILE [--trial N] | --case SPEC ...]
+       [--batch-size N] [--repeats N]
+
+On the CPU, regnas runs a grouped 3x3 convolution in one of two forms. The dense form expands the
+kernel to a block-diagonal dense kernel and convolves (with stride 2, it multiplies gathered
+pixels: `regnas.models.conv3x3_stride2_as_matmul`). The pixel-pair form multiplies all input
+pixels by one matrix per group (`regnas.models.conv3x3_as_pixel_pairs`).
+`regnas.models.pixel_pairs_are_cheaper` picks one from the shape. For each grouped 3x3
+convolution of a network, or each --case, this script times both forms, the forward pass alone
+and the forward and backward pass together (gradients with respect to the input and the
+kernel), and prints the median of the repeats in milliseconds and the form regnas picks.
+Without --config or --case it times the reference AnyNet (stem 16, stages (1, 24), (2, 56),
+(4, 152), group width 8).
+
+A --case is IMAGE:STRIDE:WIDTH:GROUP_W, for example 2:1:384:8 (a 2x2 image, stride 1, 384
+channels in groups of 8).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from bench_stride2 import median_ms, positive_int
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+
+from regnas import AnyNetSpec, StageSpec
+from regnas.archive import load_architecture
+from regnas.models import (
+    conv3x3_as_pixel_pairs,
+    conv3x3_stride2_as_matmul,
+    pixel_pairs_are_cheaper,
+)
+
+
+# image size, stride, channels, group width
+Case = tuple[int, int, int, int]
+
+
+def dense_form(x: jax.Array, kernel: jax.Array, groups: int, stride: int) -> jax.Array:
+    """Convolve with the grouped `kernel` spread onto the diagonal of a dense one."""
+    group_w, width = kernel.shape[2], kernel.shape[3]
+    blocks = kernel.reshape(3, 3, group_w, groups, width // groups)
+    eye = jnp.eye(groups, dtype=kernel.dtype)
+    dense = jnp.einsum("hwigo,fg->hwfigo", blocks, eye).reshape(3, 3, width, width)
+    if stride == 2:
+        return conv3x3_stride2_as_matmul(x, dense)
+    return lax.conv_general_dilated(
+        x, dense, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+FORMS: dict[str, Callable[[jax.Array, jax.Array, int, int], jax.Array]] = {
+    "dense": dense_form,
+    "pixel pairs": conv3x3_as_pixel_pairs,
+}
+
+
+def network_cases(spec: AnyNetSpec, image_size: int) -> list[Case]:
+    """Return the distinct grouped 3x3 convolutions of `spec`, in order."""
+    size = -(-image_size // spec.stem_stride)
+    cases: list[Case] = []
+    for stage in spec.stages:
+        for block in range(stage.depth):
+            stride = stage.stride if block == 0 else 1
+            case = (size, stride, stage.inner_width, stage.inner_width // stage.groups)
+            if stage.groups > 1 and case not in cases:
+                cases.append(case)
+            size = -(-size // stride)
+    return cases
+
+
+def parse_case(text: str) -> Case:
+    """Parse IMAGE:STRIDE:WIDTH:GROUP_W."""
+    try:
+        image, stride, width, group_w = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected IMAGE:STRIDE:WIDTH:GROUP_W such as 2:1:384:8, got {text!r}"
+        ) from None
+    if min(image, width, group_w) < 1 or stride not in (1, 2) or width % group_w:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: IMAGE, WIDTH and GROUP_W must be positive, STRIDE 1 or 2, and WIDTH a "
+            "multiple of GROUP_W"
+        )
+    return image, stride, width, group_w
+
+
+def time_case(case: Case, batch_size: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Return each form's (forward ms, forward and backward ms) on `case`."""
+    image, stride, width, group_w = case
+    groups = width // group_w
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((batch_size, image, image, width)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((3, 3, group_w, width)), jnp.float32)
+    times = {}
+    for form, function in FORMS.items():
+
+        def apply(x: jax.Array, kernel: jax.Array, function=function) -> jax.Array:
+            return function(x, kernel, groups, stride)
+
+        def loss(x: jax.Array, kernel: jax.Array, apply=apply) -> jax.Array:
+            return jnp.sum(jnp.square(apply(x, kernel)))
+
+        forward = median_ms(jax.jit(apply), x, kernel, repeats=repeats)
+        both = median_ms(jax.jit(jax.grad(loss, (0, 1))), x, kernel, repeats=repeats)
+        times[form] = (forward, both)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--config", default=None, help="architecture JSON from regnas.export (default: reference)"
+    )
+    source.add_argument(
+        "--case",
+        type=parse_case,
+        action="append",
+        help="IMAGE:STRIDE:WIDTH:GROUP_W, such as 2:1:384:8; repeat for more",
+    )
+    parser.add_argument(
+        "--trial", type=int, default=None, help="the trial to time from a file of several"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=128, help="default: %(default)s"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=positive_int,
+        default=30,
+        help="timed calls of each form; the median is printed (default: %(default)s)",
+    )
+    args = parser.parse_args()
+
+    if args.case:
+        cases = args.case
+    else:
+        if args.config:
+            try:
+                architecture = load_architecture(args.config, trial=args.trial)
+            except (ValueError, FileNotFoundError) as error:
+                parser.error(str(error))
+            spec, image_size = architecture.spec, architecture.image_size
+        else:
+            stages = [(1, 24), (2, 56), (4, 152)]
+            spec = AnyNetSpec(stages=tuple(StageSpec(d, w, group_w=8) for d, w in stages))
+            image_size = 28
+        cases = network_cases(spec, image_size)
+    print("input       stride  groups  regnas picks  dense: fwd / fwd+bwd ms  pixel pairs: ms")
+    for case in cases:
+        image, stride, width, group_w = case
+        groups = width // group_w
+        pick = pixel_pairs_are_cheaper((image, image), stride, groups, group_w * width)
+        times = time_case(case, args.batch_size, args.repeats)
+        (dense_f, dense_b), (pair_f, pair_b) = times["dense"], times["pixel pairs"]
+        print(
+            f"{image}x{image}x{width:<6} {stride:>6}  {groups:>6}  "
+            f"{'pixel pairs' if pick else 'dense':<12}  "
+            f"{dense_f:>8.2f} / {dense_b:>8.2f}        {pair_f:>7.2f} / {pair_b:>7.2f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
