@@ -202,8 +202,9 @@ def _pixel_pair_taps(image: tuple[int, int], stride: int) -> np.ndarray:
     return taps.reshape(height * width, out_h * out_w, 9)
 
 
-# Largest matrix (in numbers) that `conv3x3_as_pixel_pairs` builds: past about this size, building
-# it and summing its gradient back into the kernel cost more than the multiply saves.
+# Largest matrix (in numbers) that `conv3x3_as_pixel_pairs` builds. Beyond it, building the matrix
+# and summing its gradient back into the kernel cost more than the multiply saves.
+# NOTE: an estimate between measured shapes: a matrix of 3.7M numbers was faster, 7.4M slower.
 _PIXEL_PAIR_LIMIT = 1 << 22
 
 
@@ -216,14 +217,14 @@ def pixel_pairs_are_cheaper(
     kernel every tap of every group: its share of the multiply-adds is pixels / (9 * groups).
     It is taken at four fifths or less (a third with stride 2) while its matrix, pixel pairs
     times `kernel_size` (the grouped kernel's numbers per tap), stays small. Measured on a
-    batch of 128, forward and backward (scripts/bench_small_images.py): 1.2 instead of 212 ms at
-    2x2x384 with 48 groups, where XLA:CPU's convolution is slowest, 4.1 instead of 17.9 ms at
-    4x4x152 with 19 groups, and 7.9 instead of 15.4 ms at 7x7x56 with 7 groups.
+    batch of 128, forward and backward (scripts/bench_small_images.py), it took 1.2 instead of
+    212 ms at 2x2x384 with 48 groups, where XLA:CPU's convolution is slowest. At 4x4x152 with 19
+    groups it took 4.1 instead of 17.9 ms, and at 7x7x56 with 7 groups 7.9 instead of 15.4 ms.
     """
     height, width = image
     pixels = height * width
     pairs = pixels * _output_size(height, stride) * _output_size(width, stride)
-    # A strided convolution here is already one gathered matrix multiply, a stronger rival.
+    # With stride 2 the dense form is one gathered matrix multiply already, harder to beat.
     share = 4 / 5 if stride == 1 else 1 / 3
     return pixels <= share * 9 * groups and pairs * kernel_size <= _PIXEL_PAIR_LIMIT
 

@@ -7,10 +7,10 @@ On the CPU, regnas runs a grouped 3x3 convolution in one of two forms. The dense
 kernel to a block-diagonal dense kernel and convolves (with stride 2, it multiplies gathered
 pixels: `regnas.models.conv3x3_stride2_as_matmul`). The pixel-pair form multiplies all input
 pixels by one matrix per group (`regnas.models.conv3x3_as_pixel_pairs`).
-`regnas.models.pixel_pairs_are_cheaper` picks one from the shape. For each grouped 3x3
-convolution of a network, or each --case, this script times both forms, the forward pass alone
+`regnas.models.pixel_pairs_are_cheaper` picks one from the shape. This script times both forms
+on each grouped 3x3 convolution of a network, or on each --case. It times the forward pass alone
 and the forward and backward pass together (gradients with respect to the input and the
-kernel), and prints the median of the repeats in milliseconds and the form regnas picks.
+kernel). It prints the median of the repeats in milliseconds and the form regnas picks.
 Without --config or --case it times the reference AnyNet (stem 16, stages (1, 24), (2, 56),
 (4, 152), group width 8).
 
