@@ -356,6 +356,27 @@ def _drop_staging_caches() -> None:
         pass  # A JAX without this private helper: memory grows as it did before.
 
 
+def _initial_optimizer_state(optimizer: optax.GradientTransformation, params: Any) -> Any:
+    """Return `optimizer.init(params)`, built on the host instead of compiled.
+
+    `make_optimizer`'s state starts as zeros (momentum and step count), and `optimizer.init`
+    would compile one small fill executable per parameter shape. Those took about 0.5 s of
+    a new network's compile time, because the staging-cache drop makes them compile again for
+    every network (docs/benchmarks.md).
+    """
+    shapes = jax.eval_shape(optimizer.init, params)
+    return jax.device_put(jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes))
+
+
+def _device_copy(tree: Any) -> Any:
+    """Return a copy of a tree of device arrays, made through the host.
+
+    `jnp.copy` compiles one small executable per array shape; a copy through host memory
+    compiles nothing, and the trees copied here are parameters and optimizer state, a few MB.
+    """
+    return jax.device_put(jax.tree_util.tree_map(np.array, tree))
+
+
 def _return_free_memory() -> None:
     """Ask glibc to hand freed heap pages back to the system, so that RSS shows the eviction."""
     try:
@@ -433,17 +454,18 @@ class Trainer:
         params, batch_stats = dict(variables["params"]), dict(variables["batch_stats"])
         # The stem's optimizer state covers two layers; a block's or the head's covers one.
         opt_state = {
-            segment.names: self.optimizer.init(
+            segment.names: _initial_optimizer_state(
+                self.optimizer,
                 _pick(params, segment.names)
                 if len(segment.names) > 1
-                else params[segment.names[0]]
+                else params[segment.names[0]],
             )
             for segment in self.segments
         }
         ema = None
         if self.config.ema_decay:
             # Copies, because the train step donates the buffers of `params`.
-            ema = jax.tree_util.tree_map(jnp.copy, {"params": params, "batch_stats": batch_stats})
+            ema = _device_copy({"params": params, "batch_stats": batch_stats})
         return TrainState(params, batch_stats, opt_state, ema)
 
     def restore(self, state: TrainState, epoch: int, key: jax.Array) -> None:
@@ -493,7 +515,7 @@ class Trainer:
         if self.config.augments:
             jax.block_until_ready(self._augmented_images(jax.random.key(0)))
         if self.state.ema is not None:
-            copy_ema = jax.tree_util.tree_map(jnp.copy, self.state.ema)
+            copy_ema = _device_copy(self.state.ema)
             state = self.state
             jax.block_until_ready(
                 _update_ema(copy_ema, state.params, state.batch_stats, self.config.ema_decay, 0)
@@ -509,9 +531,10 @@ class Trainer:
         # Epochs unpack a split key and sum into new arrays. Compile those small operations now.
         first, _ = jax.random.split(self.key)
         jax.block_until_ready((first, jnp.zeros(2)))
-        copy = functools.partial(jax.tree_util.tree_map, jnp.copy)
         state = TrainState(
-            copy(self.state.params), copy(self.state.batch_stats), copy(self.state.opt_state)
+            _device_copy(self.state.params),
+            _device_copy(self.state.batch_stats),
+            _device_copy(self.state.opt_state),
         )
         order = self._epoch_order(jax.random.key(0))
         _, totals = self._train_step(state, jnp.zeros(2), order, 0)
@@ -693,7 +716,7 @@ class Trainer:
             self.compile()
         params, stats, opt_state = self.state.params, self.state.batch_stats, self.state.opt_state
         order = self._epoch_order(jax.random.key(0))
-        copy = functools.partial(jax.tree_util.tree_map, jnp.copy)
+        copy = _device_copy
 
         def median_ms(call: Callable[[], Any]) -> float:
             jax.block_until_ready(call())

@@ -140,6 +140,29 @@ def test_cached_segments_run_after_cache_drop(device_data: DeviceData) -> None:
     assert math.isfinite(result.train_loss)
 
 
+def test_new_trainer_compiles_nothing(device_data: DeviceData) -> None:
+    # Initial optimizer state and copies are made on the host: a width used nowhere else.
+    config = TrainConfig(epochs=1, batch_size=64, ema_decay=0.9)
+    with count_compiles() as compiles:
+        Trainer(AnyNetSpec(stages=(StageSpec(1, 88),)), config, device_data)
+
+    assert compiles == []
+
+
+def test_host_optimizer_state_matches_init(device_data: DeviceData) -> None:
+    trainer = Trainer(SPEC, TrainConfig(epochs=1, batch_size=64), device_data)
+    for names, state in trainer.state.opt_state.items():
+        params = {name: trainer.state.params[name] for name in names}
+        expected = trainer.optimizer.init(params if len(names) > 1 else params[names[0]])
+
+        assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(expected)
+        for got, want in zip(
+            jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(expected), strict=True
+        ):
+            assert got.dtype == want.dtype
+            np.testing.assert_array_equal(got, want)
+
+
 def test_segmented_step_matches_whole_network(device_data: DeviceData) -> None:
     config = TrainConfig(epochs=1, batch_size=64, warmup_epochs=0)
     spec = AnyNetSpec(
