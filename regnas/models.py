@@ -37,7 +37,9 @@ def resolve_grouped_conv(impl: GroupedConvImpl) -> Literal["dense", "native"]:
 
     XLA:CPU runs `feature_group_count` convolutions through a slow generic path (10-30x slower
     than a dense convolution of the same shape, forward plus backward), so on CPU each grouped
-    kernel is expanded to a block-diagonal dense kernel. Measurements: docs/benchmarks.md.
+    kernel is expanded to a block-diagonal dense kernel. On small images "dense" computes the
+    convolution as pixel-pair matrices instead (`conv3x3_as_pixel_pairs`), where that is
+    cheaper. Measurements: docs/benchmarks.md.
     """
     if impl not in ("auto", "dense", "native"):
         raise ValueError(f"grouped_conv must be 'auto', 'dense' or 'native', got {impl!r}.")
