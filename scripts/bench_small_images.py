@@ -23,14 +23,13 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from bench_stride2 import median_ms, positive_int
+from bench_stride2 import add_timing_arguments, load_network, median_ms
 import jax
 from jax import lax
 import jax.numpy as jnp
 import numpy as np
 
-from regnas import AnyNetSpec, StageSpec
-from regnas.archive import load_architecture
+from regnas import AnyNetSpec
 from regnas.models import (
     conv3x3_as_pixel_pairs,
     conv3x3_stride2_as_matmul,
@@ -125,34 +124,13 @@ def main() -> None:
         action="append",
         help="IMAGE:STRIDE:WIDTH:GROUP_W, such as 2:1:384:8; repeat for more",
     )
-    parser.add_argument(
-        "--trial", type=int, default=None, help="the trial to time from a file of several"
-    )
-    parser.add_argument(
-        "--batch-size", type=positive_int, default=128, help="default: %(default)s"
-    )
-    parser.add_argument(
-        "--repeats",
-        type=positive_int,
-        default=30,
-        help="timed calls of each form; the median is printed (default: %(default)s)",
-    )
+    add_timing_arguments(parser)
     args = parser.parse_args()
 
     if args.case:
         cases = args.case
     else:
-        if args.config:
-            try:
-                architecture = load_architecture(args.config, trial=args.trial)
-            except (ValueError, FileNotFoundError) as error:
-                parser.error(str(error))
-            spec, image_size = architecture.spec, architecture.image_size
-        else:
-            stages = [(1, 24), (2, 56), (4, 152)]
-            spec = AnyNetSpec(stages=tuple(StageSpec(d, w, group_w=8) for d, w in stages))
-            image_size = 28
-        cases = network_cases(spec, image_size)
+        cases = network_cases(*load_network(parser, args.config, args.trial))
     print("input       stride  groups  regnas picks  dense: fwd / fwd+bwd ms  pixel pairs: ms")
     for case in cases:
         image, stride, width, group_w = case

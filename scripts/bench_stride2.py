@@ -68,11 +68,22 @@ def positive_int(text: str) -> int:
     return value
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--config", default=None, help="architecture JSON from regnas.export (default: reference)"
-    )
+def load_network(
+    parser: argparse.ArgumentParser, config: str | None, trial: int | None
+) -> tuple[AnyNetSpec, int]:
+    """Return the spec and image size of the `config` file, or of the reference AnyNet."""
+    if config is None:
+        stages = [(1, 24), (2, 56), (4, 152)]
+        return AnyNetSpec(stages=tuple(StageSpec(d, w, group_w=8) for d, w in stages)), 28
+    try:
+        architecture = load_architecture(config, trial=trial)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    return architecture.spec, architecture.image_size
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add --trial, --batch-size and --repeats, which both convolution benchmarks take."""
     parser.add_argument(
         "--trial", type=int, default=None, help="the trial to time from a file of several"
     )
@@ -88,18 +99,17 @@ def main() -> None:
         default=30,
         help="timed calls of each form; the median is printed (default: %(default)s)",
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--config", default=None, help="architecture JSON from regnas.export (default: reference)"
+    )
+    add_timing_arguments(parser)
     args = parser.parse_args()
 
-    if args.config:
-        try:
-            architecture = load_architecture(args.config, trial=args.trial)
-        except (ValueError, FileNotFoundError) as error:
-            parser.error(str(error))
-        spec, image_size = architecture.spec, architecture.image_size
-    else:
-        stages = [(1, 24), (2, 56), (4, 152)]
-        spec = AnyNetSpec(stages=tuple(StageSpec(d, w, group_w=8) for d, w in stages))
-        image_size = 28
+    spec, image_size = load_network(parser, args.config, args.trial)
     rng = np.random.default_rng(0)
     print("block     input        form              forward ms  forward+backward ms")
     for name, size, channels in stride2_shapes(spec, image_size):
