@@ -155,9 +155,11 @@ def select_entry(document: Any, trial: int | None) -> tuple[str, Any]:
     if not isinstance(document, list):
         found = _trial_of(document)
         if trial is not None and found != trial:
+            contents = f"only trial {found}" if found is not None else "one architecture"
+            other = f", or pass --trial {found}" if found is not None else ""
             raise ArchitectureError(
-                f"the file contains only trial {found}, not trial {trial}. Leave out --trial "
-                f"(trial=None in Python), or pass --trial {found}.",
+                f"the file contains {contents}, not trial {trial}. Leave out --trial "
+                f"(trial=None in Python){other}.",
                 key="provenance.trial",
             )
         return "", document

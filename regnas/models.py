@@ -143,7 +143,7 @@ class GroupedConv3x3(nn.Module):
         ).astype(x.dtype)
         groups = self.groups
         if self.impl == "dense" and pixel_pairs_are_cheaper(
-            x.shape[1:3], self.stride, groups, group_in * self.features
+            x.shape[1:3], self.stride, groups, group_in * self.features, x.shape[0]
         ):
             return conv3x3_as_pixel_pairs(x, kernel, groups, self.stride)
         if self.impl == "dense" and groups > 1:
@@ -196,11 +196,13 @@ def _pixel_pair_taps(image: tuple[int, int], stride: int) -> np.ndarray:
     """Return a 0/1 array (input pixels, output pixels, 9): the kernel tap joining each pair."""
     height, width = image
     out_h, out_w = _output_size(height, stride), _output_size(width, stride)
-    taps = np.zeros((height, width, out_h, out_w, 9), np.float32)
-    for row, col, out_row, out_col in np.ndindex(height, width, out_h, out_w):
-        tap_row, tap_col = row - stride * out_row + 1, col - stride * out_col + 1
-        if 0 <= tap_row < 3 and 0 <= tap_col < 3:
-            taps[row, col, out_row, out_col, 3 * tap_row + tap_col] = 1.0
+    # The kernel row joining input row r to output row o is r - stride * o + 1; outside 0-2,
+    # the one-hot row is all zeros. Columns likewise.
+    rows = np.arange(height)[:, None] - stride * np.arange(out_h) + 1
+    cols = np.arange(width)[:, None] - stride * np.arange(out_w) + 1
+    row_taps = rows[..., None] == np.arange(3)
+    col_taps = cols[..., None] == np.arange(3)
+    taps = np.einsum("axr,byc->abxyrc", row_taps, col_taps).astype(np.float32)
     return taps.reshape(height * width, out_h * out_w, 9)
 
 
@@ -208,26 +210,36 @@ def _pixel_pair_taps(image: tuple[int, int], stride: int) -> np.ndarray:
 # and summing its gradient back into the kernel cost more than the multiply saves.
 # NOTE: an estimate between measured shapes: a matrix of 3.7M numbers was faster, 7.4M slower.
 _PIXEL_PAIR_LIMIT = 1 << 22
+# Building the matrix and summing its gradient back cost about as much as multiplying this many
+# images by it, forward and backward (batches of 8 to 128 at 7x7 and 4x4).
+_PIXEL_PAIR_BUILD_IMAGES = 48
+# Per multiply-add, how much faster the pixel-pair matrices ran than the dense form, forward and
+# backward, apart from building the matrix. With stride 2 the dense form is one gathered matrix
+# multiply already, which is harder to beat.
+_PIXEL_PAIR_SPEED = {1: 1.1, 2: 0.46}
 
 
 def pixel_pairs_are_cheaper(
-    image: tuple[int, ...], stride: int, groups: int, kernel_size: int
+    image: tuple[int, ...], stride: int, groups: int, kernel_size: int, batch: int
 ) -> bool:
     """Return whether `conv3x3_as_pixel_pairs` beats a dense convolution on XLA:CPU.
 
-    Per output pixel and group, the pixel-pair form multiplies every input pixel and the dense
-    kernel every tap of every group: its share of the multiply-adds is pixels / (9 * groups).
-    It is taken at four fifths or less (a third with stride 2) while its matrix, pixel pairs
-    times `kernel_size` (the grouped kernel's numbers per tap), stays small. Measured on a
-    batch of 128, forward and backward (scripts/bench_small_images.py), it took 1.2 instead of
-    212 ms at 2x2x384 with 48 groups, where XLA:CPU's convolution is slowest. At 4x4x152 with 19
-    groups it took 4.1 instead of 17.9 ms, and at 7x7x56 with 7 groups 7.9 instead of 15.4 ms.
+    For each output pixel, the pixel-pair form reads every input pixel of its own group, and the
+    dense kernel reads 9 pixels of every group. So the pixel-pair form needs pixels /
+    (9 * groups) of the dense multiply-adds. Building its matrix costs about as much as 48 more
+    images, so the form is taken at a smaller share on small batches: at four fifths or less on
+    a batch of 128 (a third with stride 2), two fifths on a batch of 32. Its matrix, pixel
+    pairs times `kernel_size` (the grouped kernel's numbers per tap), must also stay small.
+
+    Measured forward and backward (scripts/bench_small_images.py) on a batch of 128, it took 1.2
+    instead of 212 ms at 2x2x384 with 48 groups, where XLA:CPU's convolution is slowest. At
+    4x4x152 with 19 groups it took 4.1 instead of 17.9 ms, and at 7x7x56 with 7 groups 7.9
+    instead of 15.4 ms. On a batch of 8, the 7x7x56 case took 5.9 against 1.0 ms.
     """
     height, width = image
     pixels = height * width
     pairs = pixels * _output_size(height, stride) * _output_size(width, stride)
-    # With stride 2 the dense form is one gathered matrix multiply already, harder to beat.
-    share = 4 / 5 if stride == 1 else 1 / 3
+    share = _PIXEL_PAIR_SPEED[stride] * batch / (batch + _PIXEL_PAIR_BUILD_IMAGES)
     return pixels <= share * 9 * groups and pairs * kernel_size <= _PIXEL_PAIR_LIMIT
 
 
@@ -243,7 +255,7 @@ def conv3x3_as_pixel_pairs(x: jax.Array, kernel: jax.Array, groups: int, stride:
     batch, height, width, channels = x.shape
     group_in, features = channels // groups, kernel.shape[-1]
     out_h, out_w = _output_size(height, stride), _output_size(width, stride)
-    taps = jnp.asarray(_pixel_pair_taps((height, width), stride))
+    taps = jnp.asarray(_pixel_pair_taps((height, width), stride), kernel.dtype)
     blocks = kernel.reshape(9, group_in, groups, features // groups)
     pairs = jnp.einsum("pqt,tigo->pqigo", taps, blocks)
     x = x.reshape(batch, height * width, groups, group_in)

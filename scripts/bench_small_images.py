@@ -7,10 +7,11 @@ On the CPU, regnas runs a grouped 3x3 convolution in one of two forms. The dense
 kernel to a block-diagonal dense kernel and convolves (with stride 2, it multiplies gathered
 pixels: `regnas.models.conv3x3_stride2_as_matmul`). The pixel-pair form multiplies all input
 pixels by one matrix per group (`regnas.models.conv3x3_as_pixel_pairs`).
-`regnas.models.pixel_pairs_are_cheaper` picks one from the shape. This script times both forms
-on each grouped 3x3 convolution of a network, or on each --case. It times the forward pass alone
-and the forward and backward pass together (gradients with respect to the input and the
-kernel). It prints the median of the repeats in milliseconds and the form regnas picks.
+`regnas.models.pixel_pairs_are_cheaper` picks one from the shape and the batch size. This
+script times both forms on each grouped 3x3 convolution of a network, or on each --case. It
+times the forward pass alone and the forward and backward pass together (gradients with respect
+to the input and the kernel). It prints the median of the repeats in milliseconds and the form
+regnas picks for --batch-size.
 Without --config or --case it times the reference AnyNet (stem 16, stages (1, 24), (2, 56),
 (4, 152), group width 8).
 
@@ -35,6 +36,10 @@ from regnas.models import (
     conv3x3_stride2_as_matmul,
     pixel_pairs_are_cheaper,
 )
+
+
+# Cases whose pixel-pair matrix would exceed this many numbers (256 MB) time the dense form only.
+PIXEL_PAIR_CAP = 1 << 26
 
 
 # image size, stride, channels, group width
@@ -91,14 +96,21 @@ def parse_case(text: str) -> Case:
 
 
 def time_case(case: Case, batch_size: int, repeats: int) -> dict[str, tuple[float, float]]:
-    """Return each form's (forward ms, forward and backward ms) on `case`."""
+    """Return each form's (forward ms, forward and backward ms) on `case`.
+
+    The pixel-pair form is left out where its matrix would exceed `PIXEL_PAIR_CAP` numbers.
+    """
     image, stride, width, group_w = case
     groups = width // group_w
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch_size, image, image, width)), jnp.float32)
     kernel = jnp.asarray(rng.standard_normal((3, 3, group_w, width)), jnp.float32)
+    out = -(-image // stride)
+    forms = dict(FORMS)
+    if (image * out) ** 2 * group_w * width > PIXEL_PAIR_CAP:
+        del forms["pixel pairs"]
     times = {}
-    for form, function in FORMS.items():
+    for form, function in forms.items():
 
         def apply(x: jax.Array, kernel: jax.Array, function=function) -> jax.Array:
             return function(x, kernel, groups, stride)
@@ -127,21 +139,29 @@ def main() -> None:
     add_timing_arguments(parser)
     args = parser.parse_args()
 
+    if args.trial is not None and not args.config:
+        parser.error("--trial picks an architecture from a --config file; pass --config FILE too.")
     if args.case:
         cases = args.case
     else:
         cases = network_cases(*load_network(parser, args.config, args.trial))
-    print("input       stride  groups  regnas picks  dense: fwd / fwd+bwd ms  pixel pairs: ms")
+    print("input          stride  groups  regnas picks  dense: fwd / fwd+bwd ms  pixel pairs: ms")
     for case in cases:
         image, stride, width, group_w = case
         groups = width // group_w
-        pick = pixel_pairs_are_cheaper((image, image), stride, groups, group_w * width)
+        pick = pixel_pairs_are_cheaper(
+            (image, image), stride, groups, group_w * width, args.batch_size
+        )
         times = time_case(case, args.batch_size, args.repeats)
-        (dense_f, dense_b), (pair_f, pair_b) = times["dense"], times["pixel pairs"]
+        dense_f, dense_b = times["dense"]
+        pairs = "too large to build"
+        if "pixel pairs" in times:
+            pair_f, pair_b = times["pixel pairs"]
+            pairs = f"{pair_f:>7.2f} / {pair_b:>7.2f}"
+        shape = f"{image}x{image}x{width}"
         print(
-            f"{image}x{image}x{width:<6} {stride:>6}  {groups:>6}  "
-            f"{'pixel pairs' if pick else 'dense':<12}  "
-            f"{dense_f:>8.2f} / {dense_b:>8.2f}        {pair_f:>7.2f} / {pair_b:>7.2f}",
+            f"{shape:<14} {stride:>6}  {groups:>6}  {'pixel pairs' if pick else 'dense':<12}  "
+            f"{dense_f:>8.2f} / {dense_b:>8.2f}        {pairs}",
             flush=True,
         )
 

@@ -228,6 +228,17 @@ def test_single_document_checks_trial(tmp_path: Path) -> None:
         regnas.load_architecture(path, trial="3")  # type: ignore[arg-type]
 
 
+def test_trial_of_document_without_one(tmp_path: Path) -> None:
+    document = architecture_document(FREE_SPEC, None, 28, {}, {})
+    path = save_architecture(tmp_path / "arch.json", document)
+
+    with pytest.raises(ArchitectureError) as caught:
+        regnas.load_architecture(path, trial=5)
+
+    assert "contains one architecture, not trial 5" in str(caught.value)
+    assert "--trial None" not in str(caught.value)
+
+
 def test_build_model_from_file(tmp_path: Path) -> None:
     path = save_architecture(tmp_path / "best.json", free_document())
 

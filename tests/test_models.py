@@ -41,10 +41,11 @@ def test_dense_grouped_conv_matches_native(
 ) -> None:
     # With stride 2 the dense path multiplies gathered pixels instead of convolving, so odd and
     # even sizes check its padding. Small images take the pixel-pair form instead.
-    assert pixel_pairs_are_cheaper((size, size + 1), stride, groups, 24 * 24 // groups) is (
+    batch = 128
+    assert pixel_pairs_are_cheaper((size, size + 1), stride, groups, 24 * 24 // groups, batch) is (
         pixel_pairs
     )
-    x = jax.random.normal(jax.random.key(0), (2, size, size + 1, 24))
+    x = jax.random.normal(jax.random.key(0), (batch, size, size + 1, 24))
     dense = GroupedConv3x3(24, groups, stride, "dense")
     native = GroupedConv3x3(24, groups, stride, "native")
     params = native.init(jax.random.key(1), x)
@@ -66,21 +67,26 @@ def test_dense_grouped_conv_matches_native(
 
 
 def test_pixel_pairs_only_on_small_images() -> None:
-    # Measured cases (docs/benchmarks.md): image, stride, groups, group width, inner width.
+    # Measured cases (docs/benchmarks.md): image, stride, groups, group width, width, batch.
     cases = {
-        ((2, 2), 1, 48, 8, 384): True,
-        ((4, 4), 1, 19, 8, 152): True,
-        ((7, 7), 2, 19, 8, 152): True,
-        ((7, 7), 1, 7, 8, 56): True,
-        ((7, 7), 1, 6, 8, 48): False,
-        ((7, 7), 1, 6, 32, 192): False,
-        ((4, 4), 2, 4, 32, 128): False,
-        ((4, 4), 1, 6, 64, 384): False,
-        ((14, 14), 2, 7, 8, 56): False,
-        ((28, 28), 1, 96, 8, 768): False,
+        ((2, 2), 1, 48, 8, 384, 128): True,
+        ((2, 2), 1, 48, 8, 384, 8): True,
+        ((4, 4), 1, 19, 8, 152, 128): True,
+        ((4, 4), 1, 19, 8, 152, 8): True,
+        ((7, 7), 2, 19, 8, 152, 128): True,
+        ((7, 7), 2, 19, 8, 152, 32): False,
+        ((7, 7), 1, 7, 8, 56, 128): True,
+        ((7, 7), 1, 7, 8, 56, 32): False,
+        ((7, 7), 1, 6, 8, 48, 128): False,
+        ((7, 7), 1, 6, 32, 192, 128): False,
+        ((4, 4), 2, 4, 32, 128, 128): False,
+        ((4, 4), 1, 6, 64, 384, 128): False,
+        ((14, 14), 2, 7, 8, 56, 128): False,
+        ((28, 28), 1, 96, 8, 768, 128): False,
     }
-    for (image, stride, groups, group_w, width), expected in cases.items():
-        assert pixel_pairs_are_cheaper(image, stride, groups, group_w * width) is expected, image
+    for (image, stride, groups, group_w, width, batch), expected in cases.items():
+        chosen = pixel_pairs_are_cheaper(image, stride, groups, group_w * width, batch)
+        assert chosen is expected, (image, stride, groups, batch)
 
 
 def test_batch_norm_matches_flax() -> None:
