@@ -373,8 +373,8 @@ def _initial_optimizer_state(optimizer: optax.GradientTransformation, params: An
 def _device_copy(tree: Any) -> Any:
     """Return a copy of a tree of device arrays, made through the host.
 
-    `jnp.copy` compiles one small executable per array shape; a copy through host memory
-    compiles nothing, and the trees copied here are parameters and optimizer state, a few MB.
+    `jnp.copy` compiles one small executable per array shape. A copy through host memory
+    compiles nothing, and the trees copied here (parameters, optimizer state) are a few MB.
     """
     return jax.device_put(jax.tree_util.tree_map(np.array, tree))
 

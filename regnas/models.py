@@ -227,8 +227,8 @@ def pixel_pairs_are_cheaper(
     For each output pixel, the pixel-pair form reads every input pixel of its own group, and the
     dense kernel reads 9 pixels of every group. So the pixel-pair form needs pixels /
     (9 * groups) of the dense multiply-adds. Building its matrix costs about as much as 48 more
-    images, so the form is taken at a smaller share on small batches: at four fifths or less on
-    a batch of 128 (a third with stride 2), two fifths on a batch of 32. Its matrix, pixel
+    images, so small batches need a smaller share. On a batch of 128 the form is taken at four
+    fifths or less (a third with stride 2), and on a batch of 32 at two fifths. Its matrix, pixel
     pairs times `kernel_size` (the grouped kernel's numbers per tap), must also stay small.
 
     Measured forward and backward (scripts/bench_small_images.py) on a batch of 128, it took 1.2
