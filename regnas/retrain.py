@@ -177,6 +177,10 @@ def retrain(
             )
         save_model(model_file, document, trainer.final_variables())
 
+    # Loading the saved model compiles its whole forward pass, which takes a while on a CPU.
+    _logger.info(
+        "Evaluating the saved model on %d test images, plain and mirrored", len(test_images)
+    )
     summary = {
         "config": str(config_path),
         "run_dir": str(run_dir),

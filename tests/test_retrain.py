@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +183,11 @@ def test_checkpoint_dir_option(architecture: Path, idx_dir: Path, tmp_path: Path
     assert not (tmp_path / "run" / CHECKPOINT_NAME).exists()
 
 
-def test_summary_file_matches_result(architecture: Path, idx_dir: Path, tmp_path: Path) -> None:
+def test_summary_file_matches_result(
+    architecture: Path, idx_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     config = TrainConfig(epochs=1, batch_size=64)
+    caplog.set_level(logging.INFO, logger="regnas")
 
     summary = run(architecture, idx_dir, tmp_path / "run", config, eval_every_epoch=True)
 
@@ -197,6 +201,8 @@ def test_summary_file_matches_result(architecture: Path, idx_dir: Path, tmp_path
     assert [epoch["epoch"] for epoch in summary["history"]] == [1]
     assert 0.0 <= summary["history"][0]["test_accuracy"] <= 1.0
     assert "test_accuracy_without_ema" not in summary
+    test_images = len(data_lib.load_arrays(idx_dir, train=False)[1])
+    assert f"Evaluating the saved model on {test_images} test images" in caplog.text
 
 
 def test_saved_model_reproduces_test_accuracy(
