@@ -87,12 +87,15 @@ def parse_case(text: str) -> Case:
         raise argparse.ArgumentTypeError(
             f"expected IMAGE:STRIDE:WIDTH:GROUP_W such as 2:1:384:8, got {text!r}"
         ) from None
-    if min(image, width, group_w) < 1 or stride not in (1, 2) or width % group_w:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: IMAGE, WIDTH and GROUP_W must be positive, STRIDE 1 or 2, and WIDTH a "
-            "multiple of GROUP_W"
-        )
-    return image, stride, width, group_w
+    if min(image, width, group_w) < 1:
+        problem = "IMAGE, WIDTH and GROUP_W must be positive"
+    elif stride not in (1, 2):
+        problem = f"STRIDE must be 1 or 2, not {stride}"
+    elif width % group_w:
+        problem = f"WIDTH {width} must be a multiple of GROUP_W {group_w}"
+    else:
+        return image, stride, width, group_w
+    raise argparse.ArgumentTypeError(f"{text!r}: {problem}")
 
 
 def time_case(case: Case, batch_size: int, repeats: int) -> dict[str, tuple[float, float]]:
