@@ -293,6 +293,8 @@ def describe_search(config: SearchConfig) -> str:
         pruning = "pruning off (Optuna does not prune multi-objective studies)"
     elif not config.prunes:
         pruning = "pruning off (a random sample trains every model fully, for honest EDFs)"
+    elif config.epochs == 1:
+        pruning = "pruning off (with 1 epoch per trial, no trial can stop early)"
     else:
         # Each epoch drops the last partial batch, as regnas.engine.Trainer does.
         images = config.epoch_size // config.batch_size * config.batch_size

@@ -109,11 +109,18 @@ def test_pruned_search_evaluates_where_it_decides(idx_dir: Path, tmp_path: Path)
 
 
 def test_description_counts_whole_batches() -> None:
-    config = SearchConfig(epochs=1, train_size=2000, epoch_size=2000, batch_size=128)
-    assert describe_search(config).endswith("successive halving over 1 epoch of 1,920 images")
+    config = SearchConfig(epochs=2, train_size=2000, epoch_size=2000, batch_size=128)
+    assert describe_search(config).endswith("successive halving over 2 epochs of 1,920 images")
 
     config = SearchConfig()
     assert describe_search(config).endswith("over 16 epochs of 6,400 images")
+
+
+def test_description_of_one_epoch_says_pruning_off() -> None:
+    config = SearchConfig(epochs=1)
+    assert describe_search(config).endswith(
+        "pruning off (with 1 epoch per trial, no trial can stop early)"
+    )
 
 
 def test_study_from_before_epoch_size_resumes(idx_dir: Path, tmp_path: Path) -> None:
