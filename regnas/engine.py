@@ -365,7 +365,7 @@ def _initial_optimizer_state(optimizer: optax.GradientTransformation, params: An
     every network (docs/benchmarks.md).
     """
     # NOTE: zeros are right only for optimizers whose every state starts at zero, as
-    # make_optimizer's does; tests/test_engine.py compares this with `optimizer.init`.
+    # make_optimizer's does. tests/test_engine.py compares this with `optimizer.init`.
     shapes = jax.eval_shape(optimizer.init, params)
     return jax.device_put(jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes))
 
