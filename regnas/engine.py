@@ -219,8 +219,9 @@ class TrainState:
 # Segment keys with the input shapes that `Trainer.compile` has compiled them for.
 _COMPILED_SIGNATURES: set[tuple[Any, ...]] = set()
 # Compiled segment functions shared by every Trainer of the process, keyed by `_Segment.key`,
-# least recently used first. Compiled code grew a process by about 13 MB per new network of the
-# default space, so `Trainer.compile` drops the least recently used beyond `segment_cache_size()`.
+# least recently used first. A key holds the input size, so each function compiles for one
+# shape. Compiled code grew a process by about 13 MB per new network of the default space, so
+# `Trainer.compile` drops the least recently used beyond `segment_cache_size()`.
 _SEGMENT_FUNCTIONS: collections.OrderedDict[tuple[Any, ...], dict[str, Any]] = (
     collections.OrderedDict()
 )
@@ -335,7 +336,9 @@ def _evict_segments(keep: set[tuple[Any, ...]]) -> int:
             }
         )
         gc.collect()
-        _return_free_memory()
+    # Freed pages stay in the process until glibc is asked for them, and the peaks of one
+    # network (its compile and first step) would otherwise stay in its resident memory.
+    _return_free_memory()
     return evicted
 
 
@@ -438,16 +441,20 @@ class Trainer:
         optimizer_key = (dataclasses.replace(self.config, seed=0), self.steps_per_epoch)
         stem_key = ("stem", spec.in_channels, spec.stem_w, spec.stem_stride, optimizer_key)
         segments = [_Segment(("stem", "stem_bn"), stem_key)]
-        w_in = spec.stem_w
+        w_in, sizes = spec.stem_w, spec.output_sizes(self.data.train_images.shape[1])
         for stage_index, stage in enumerate(spec.stages, start=1):
             for block_index in range(1, stage.depth + 1):
                 stride = stage.stride if block_index == 1 else 1
-                # Depth does not change a block's code, so it is left out of the key.
+                # A stage's first block reads the previous stage's map, the others its own. With
+                # the input size in the key, each segment compiles for one input shape, and the
+                # cache bound counts compiled shapes (docs/benchmarks.md). Depth is left out.
+                size = sizes[stage_index - 1] if block_index == 1 else sizes[stage_index]
                 block = dataclasses.replace(stage, depth=1)
-                key = ("block", block, stride, w_in, impl, optimizer_key)
+                key = ("block", block, stride, w_in, size, impl, optimizer_key)
                 segments.append(_Segment((f"s{stage_index}_b{block_index}",), key))
                 w_in = stage.width
-        segments.append(_Segment(("head",), ("head", w_in, spec.num_classes, optimizer_key)))
+        head_key = ("head", w_in, sizes[-1], spec.num_classes, optimizer_key)
+        segments.append(_Segment(("head",), head_key))
         return segments
 
     def _init_state(self) -> TrainState:
@@ -496,7 +503,7 @@ class Trainer:
             if kind == "stem":
                 functions = _stem_functions(self.spec, self.optimizer, self.config.batch_size)
             elif kind == "block":
-                _, block, stride, _, impl, _ = segment.key
+                _, block, stride, _, _, impl, _ = segment.key
                 functions = _block_functions(BottleneckBlock(block, stride, impl), self.optimizer)
             else:
                 functions = _head_functions(
@@ -548,20 +555,10 @@ class Trainer:
         return time.perf_counter() - start
 
     def _signatures(self) -> set[tuple[Any, ...]]:
-        """Return each segment's key with the shapes its executables are compiled for."""
+        """Return each segment's key with the data shapes its executables are compiled for."""
         data = self.data
         shapes = (data.train_images.shape, data.eval_images.shape, self.config.batch_size)
-        sizes = self.spec.output_sizes(data.train_images.shape[1])
-        stem, *blocks, head = self.segments
-        signatures = {(stem.key, shapes), (head.key, sizes[-1], shapes)}
-        index = 0
-        for stage_index, stage in enumerate(self.spec.stages):
-            for block_index in range(stage.depth):
-                # A stage's first block reads the previous map; the others read its own.
-                size = sizes[stage_index] if block_index == 0 else sizes[stage_index + 1]
-                signatures.add((blocks[index].key, size, shapes))
-                index += 1
-        return signatures
+        return {(segment.key, shapes) for segment in self.segments}
 
     def _train_step(
         self,

@@ -341,6 +341,21 @@ def test_segment_cache_keeps_at_most_its_size(
     assert len(engine._SEGMENT_FUNCTIONS) == 3
 
 
+def test_segment_compiles_for_one_input_size(device_data: DeviceData) -> None:
+    config = TrainConfig(epochs=1, batch_size=64)
+    # The same block reads a 28x28 map after a stride-1 stem and a 14x14 map after a stride-2 one.
+    wide = Trainer(AnyNetSpec(stem_stride=1, stages=(StageSpec(1, 48),)), config, device_data)
+    narrow = Trainer(AnyNetSpec(stem_stride=2, stages=(StageSpec(1, 48),)), config, device_data)
+    wide.compile()
+    narrow.compile()
+
+    keys = {wide.segments[1].key, narrow.segments[1].key}
+    assert len(keys) == 2
+    for key in keys:
+        # One executable per function, so the cache bound counts what memory holds.
+        assert [f._cache_size() for f in engine._SEGMENT_FUNCTIONS[key].values()] == [1, 1, 1]
+
+
 def test_segment_cache_size_rejects_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(engine.SEGMENT_CACHE_ENV, "0")
 
