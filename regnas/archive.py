@@ -128,7 +128,13 @@ def load_architecture(path: str | Path, trial: int | None = None) -> Architectur
         )
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except UnicodeDecodeError:
+        raise ArchitectureError(
+            f"{path} is a binary file, not an architecture JSON. A model.msgpack or "
+            "checkpoint.msgpack of 'python -m regnas.train' holds weights; pass the architecture "
+            f"file that run trained, or export one with '{EXPORT_COMMAND}'."
+        ) from None
+    except json.JSONDecodeError as error:
         raise ArchitectureError(
             f"{path} is not valid JSON: {error}. Re-export it with '{EXPORT_COMMAND}'."
         ) from None

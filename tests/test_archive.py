@@ -171,6 +171,21 @@ def test_invalid_json_names_file(tmp_path: Path) -> None:
         regnas.load_architecture(path)
 
 
+def test_saved_model_is_not_an_architecture(tmp_path: Path) -> None:
+    from regnas.models import build_model, init_variables
+    from regnas.trained import save_model
+
+    spec = regnas.AnyNetSpec(stages=(regnas.StageSpec(1, 16),))
+    path = tmp_path / "model.msgpack"
+    variables = init_variables(build_model(spec), 0, (1, 28, 28, 1))
+    save_model(path, architecture_document(spec, None, 28, {}, {}), variables)
+
+    with pytest.raises(
+        ArchitectureError, match=r"model\.msgpack is a binary file.*regnas\.export"
+    ):
+        regnas.load_architecture(path)
+
+
 def test_missing_file_names_command(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"absent\.json not found.*regnas\.export"):
         regnas.load_architecture(tmp_path / "absent.json")
