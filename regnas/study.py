@@ -58,6 +58,8 @@ OBJECTIVES = {
     "params": ("params", optuna.study.StudyDirection.MINIMIZE),
 }
 SAMPLERS = ("tpe", "random")
+# The fail reason of a trial stopped by Ctrl-C or SIGTERM; summaries count these apart.
+INTERRUPTED = "interrupted (Ctrl-C or SIGTERM)"
 # Stop after this many trials in a row fail, because then something other than the sampled
 # architectures is broken (data, memory, drivers).
 MAX_CONSECUTIVE_FAILURES = 10
@@ -311,12 +313,15 @@ def trial_counts_text(study: optuna.Study) -> str:
     trials = study.get_trials(deepcopy=False)
     rejected = sum(is_rejected(trial) for trial in trials)
     duplicates = sum(DUPLICATE_KEY in trial.user_attrs for trial in trials)
-    failed = sum(trial.state == optuna.trial.TrialState.FAIL for trial in trials)
+    failed = [trial for trial in trials if trial.state == optuna.trial.TrialState.FAIL]
+    interrupted = sum(trial.user_attrs.get("fail_reason") == INTERRUPTED for trial in failed)
     return (
         f"{count_text(rejected, 'sampled architecture')} {'was' if rejected == 1 else 'were'} "
         f"rejected before training ({REJECTION_CAUSE}), "
         f"{count_text(duplicates, 'trial')} reused the result of an identical architecture, "
-        f"and {count_text(failed, 'trial')} failed."
+        f"{count_text(len(failed) - interrupted, 'trial')} failed, "
+        f"and {count_text(interrupted, 'trial')} {'was' if interrupted == 1 else 'were'} "
+        "interrupted."
     )
 
 
@@ -513,7 +518,7 @@ def make_objective(config: SearchConfig, device_data: DeviceData) -> Objective:
             # Optuna marks the trial FAIL and re-raises, and the reason records why it failed.
             # The trial may already be FAIL, failed by another process; the interrupt wins.
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                trial.set_user_attr("fail_reason", "interrupted (Ctrl-C or SIGTERM)")
+                trial.set_user_attr("fail_reason", INTERRUPTED)
             raise
 
     def train_trial(trial: optuna.Trial) -> float | list[float]:

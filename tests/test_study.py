@@ -16,6 +16,7 @@ from regnas.space import SPACE_NAMES, AnyNetSpace, make_space
 from regnas.spec import AnyNetSpec
 from regnas.study import (
     DUPLICATE_KEY,
+    INTERRUPTED,
     REJECTED_KEY,
     SETTINGS_KEY,
     SearchConfig,
@@ -24,6 +25,7 @@ from regnas.study import (
     open_study,
     pareto_front,
     rejection_reasons,
+    trial_counts_text,
 )
 from regnas.warmstart import WARM_START_KEY, enqueue_zoo, zoo_trials
 
@@ -96,6 +98,17 @@ def test_budgets_reject_before_compile(
         spec = AnyNetSpec.from_dict(trial.user_attrs["architecture"])
         attrs = trial.user_attrs
         assert rejection_reasons(config, spec, attrs["mflops"], attrs["params"]) == []
+
+
+def test_counts_keep_interrupted_trials_apart() -> None:
+    study = optuna.create_study()
+    fail = optuna.trial.TrialState.FAIL
+    for reason in (INTERRUPTED, INTERRUPTED, "training loss is nan in epoch 2"):
+        study.add_trial(optuna.trial.create_trial(state=fail, user_attrs={"fail_reason": reason}))
+
+    text = trial_counts_text(study)
+
+    assert text.endswith("1 trial failed, and 2 trials were interrupted.")
 
 
 def test_empty_budget_band() -> None:
