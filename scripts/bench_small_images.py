@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+import sys
 
 from bench_stride2 import add_timing_arguments, load_network, median_ms
 import jax
@@ -127,6 +128,24 @@ def time_case(case: Case, batch_size: int, repeats: int) -> dict[str, tuple[floa
     return times
 
 
+def attach_case_values(argv: list[str]) -> list[str]:
+    """Write each '--case VALUE' as '--case=VALUE', so that argparse takes '-2:1:64:8' as a value.
+
+    Otherwise a value that starts with a minus sign looks like an option, and it never reaches
+    `parse_case`, which says what is wrong with it.
+    """
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        if argv[index] == "--case" and index + 1 < len(argv) and ":" in argv[index + 1]:
+            joined.append(f"--case={argv[index + 1]}")
+            index += 2
+        else:
+            joined.append(argv[index])
+            index += 1
+    return joined
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group()
@@ -140,7 +159,7 @@ def main() -> None:
         help="IMAGE:STRIDE:WIDTH:GROUP_W, such as 2:1:384:8; repeat for more",
     )
     add_timing_arguments(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(attach_case_values(sys.argv[1:]))
 
     if args.trial is not None and not args.config:
         parser.error("--trial picks an architecture from a --config file; pass --config FILE too.")

@@ -92,6 +92,27 @@ def test_stride2_script_times_both_forms(tmp_path: Path) -> None:
     assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows)
 
 
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("-2:1:64:8", "IMAGE, WIDTH and GROUP_W must be positive"),
+        ("2:3:64:8", "STRIDE must be 1 or 2, not 3"),
+        ("2:1:60:8", "WIDTH 60 must be a multiple of GROUP_W 8"),
+    ],
+)
+def test_small_images_script_names_the_broken_rule(case: str, message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_small_images.py", "--case", case],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+
+    assert result.returncode == 2
+    assert f"{case!r}: {message}" in result.stderr
+
+
 def test_bench_segments_times_every_segment(tmp_path: Path) -> None:
     result = bench_tiny(tmp_path, "--segments", "--repeats", "2", "--batch-size", "16", "--json")
 
