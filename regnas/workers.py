@@ -30,7 +30,12 @@ from regnas.cli import (
 )
 from regnas.engine import DeviceData, prepare_compile_cache
 from regnas.notes import save_study_figures, save_trial_note
-from regnas.storage import mask_password, open_storage, resolve_storage, storage_file
+from regnas.storage import (
+    mask_password,
+    open_storage,
+    resolve_storage,
+    sqlite_path,
+)
 from regnas.study import (
     MAX_CONSECUTIVE_FAILURES,
     SearchConfig,
@@ -99,7 +104,8 @@ def run_search(
     data_lib.check_split_sizes(available, config.train_size, config.val_size)
     config = dataclasses.replace(config, data_dir=str(data_dir))
 
-    path = storage_file(storage_url)
+    # A SQLite file shows as its path, a journal file as its URL, as `regnas.status` takes them.
+    path = sqlite_path(storage_url)
     _logger.info(
         "regnas search with %s: %s", count_text(workers, "worker"), dataclasses.asdict(config)
     )

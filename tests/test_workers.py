@@ -292,6 +292,7 @@ def test_two_workers_on_journal_file(idx_dir: Path, tmp_path: Path) -> None:
     result = run(command, tmp_path)
 
     assert result.returncode == 0, result.stderr
+    assert f"Storage: {storage}\n" in result.stdout
     assert "w0 trial" in result.stderr
     assert "w1 trial" in result.stderr
     assert 4 <= count_finished(load(storage, "journal")) <= 5
