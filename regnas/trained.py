@@ -150,7 +150,10 @@ class TrainedModel:
         else:
             hint = ""
             if np.issubdtype(images.dtype, np.integer):
-                hint = " Convert pixel values 0-255 with images.astype(np.uint8)."
+                # A list of Python integers arrives here as int64.
+                hint = (
+                    " Pass pixel values 0-255 as uint8, for example np.asarray(images, np.uint8)."
+                )
             raise ValueError(f"images must be uint8 or float, got dtype {images.dtype}.{hint}")
         return (scaled - np.float32(self.mean)) / np.float32(self.std)
 

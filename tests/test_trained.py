@@ -130,13 +130,14 @@ def test_mirror_averages_flipped_scores(trained_run: dict[str, Any], idx_dir: Pa
         (np.zeros((5, 27, 28), np.uint8), r"got \(5, 27, 28\)\.$"),
         (np.zeros((2, 28, 28, 3), np.uint8), r"got \(2, 28, 28, 3\)"),
         (np.full((2, 28, 28), 255.0, np.float32), r"must be in \[0, 1\]"),
-        (np.zeros((2, 28, 28), np.int32), r"uint8 or float.*images\.astype\(np\.uint8\)"),
+        (np.zeros((2, 28, 28), np.int32), r"uint8 or float.*np\.asarray\(images, np\.uint8\)"),
+        ([[[0] * 28] * 28], r"got dtype int64\. Pass pixel values 0-255 as uint8"),
         (np.zeros((2, 28, 28), np.complex64), r"got dtype complex64\.$"),
         (np.full((28, 28), np.nan, np.float32), "must be finite"),
     ],
 )
 def test_predict_rejects_bad_images(
-    trained_run: dict[str, Any], images: np.ndarray, message: str
+    trained_run: dict[str, Any], images: np.ndarray | list[Any], message: str
 ) -> None:
     model = load_trained(trained_run["run_dir"])
 
