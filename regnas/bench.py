@@ -43,11 +43,7 @@ def benchmark(
     from regnas.complexity import complexity
     from regnas.models import resolve_grouped_conv
 
-    if steps < 1 or batch_size < 1 or repeats < 1:
-        raise ValueError(
-            f"--steps, --batch-size and --repeats must be positive, got {steps}, "
-            f"{batch_size} and {repeats}."
-        )
+    _check_positive(steps=steps, batch_size=batch_size, repeats=repeats)
     trainer = _random_data_trainer(spec, batch_size, image_size, grouped_conv)
 
     compile_seconds = trainer.compile()
@@ -89,10 +85,7 @@ def segment_times(
     repeats: int = 20,
 ) -> list[dict[str, Any]]:
     """Time the forward and backward pass of each segment of `spec` (`Trainer.time_segments`)."""
-    if batch_size < 1 or repeats < 1:
-        raise ValueError(
-            f"--batch-size and --repeats must be positive, got {batch_size} and {repeats}."
-        )
+    _check_positive(batch_size=batch_size, repeats=repeats)
     trainer = _random_data_trainer(spec, batch_size, image_size, grouped_conv)
     return trainer.time_segments(repeats)
 
@@ -143,6 +136,14 @@ def sample_compile_times(count: int, seed: int = 0, batch_size: int = 128) -> li
             }
         )
     return results
+
+
+def _check_positive(**values: int) -> None:
+    """Raise ValueError naming the first of `values` below 1, as its command-line flag."""
+    for name, value in values.items():
+        if value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag} must be a positive integer, got {value}.")
 
 
 def resident_megabytes() -> float:
@@ -206,8 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.sample is not None and args.sample < 1:
         parser.error(f"--sample must be a positive integer, got {args.sample}.")
-    for flag, value in (("--batch-size", args.batch_size), ("--image-size", args.image_size)):
-        if value < 1:
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--image-size", args.image_size),
+        ("--steps", args.steps),
+        ("--repeats", args.repeats),
+    ):
+        if value is not None and value < 1:
             parser.error(f"{flag} must be a positive integer, got {value}.")
     if args.segments and args.sample:
         parser.error(

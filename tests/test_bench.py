@@ -157,6 +157,14 @@ def test_bench_segments_need_one_architecture() -> None:
             "--batch-size must be a positive integer, got 0.",
         ),
         (["--sample", "1", "--image-size", "-1"], "--image-size must be a positive integer"),
+        (
+            ["--config", "scripts/reference-anynet.json", "--steps", "0"],
+            "error: --steps must be a positive integer, got 0.\n",
+        ),
+        (
+            ["--config", "scripts/reference-anynet.json", "--segments", "--repeats", "0"],
+            "error: --repeats must be a positive integer, got 0.\n",
+        ),
     ],
 )
 def test_bench_rejects_bad_numbers(args: list[str], message: str) -> None:
