@@ -219,7 +219,7 @@ class TrainState:
 # Segment keys with the input shapes that `Trainer.compile` has compiled them for.
 _COMPILED_SIGNATURES: set[tuple[Any, ...]] = set()
 # Compiled segment functions shared by every Trainer of the process, keyed by `_Segment.key`,
-# least recently used first. A key holds the input size, so each function compiles for one
+# least recently used first. A key contains the input size, so each function compiles for one
 # shape. Compiled code grew a process by about 13 MB per new network of the default space, so
 # `Trainer.compile` drops the least recently used beyond `segment_cache_size()`.
 _SEGMENT_FUNCTIONS: collections.OrderedDict[tuple[Any, ...], dict[str, Any]] = (

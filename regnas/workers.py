@@ -104,7 +104,8 @@ def run_search(
     data_lib.check_split_sizes(available, config.train_size, config.val_size)
     config = dataclasses.replace(config, data_dir=str(data_dir))
 
-    # A SQLite file shows as its path, a journal file as its URL, as `regnas.status` takes them.
+    # A SQLite file is shown as its path and a journal file as its URL, the forms regnas.status
+    # accepts.
     path = sqlite_path(storage_url)
     _logger.info(
         "regnas search with %s: %s", count_text(workers, "worker"), dataclasses.asdict(config)

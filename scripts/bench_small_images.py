@@ -132,7 +132,7 @@ def attach_case_values(argv: list[str]) -> list[str]:
     """Write each '--case VALUE' as '--case=VALUE', so that argparse takes '-2:1:64:8' as a value.
 
     Otherwise a value that starts with a minus sign looks like an option, and it never reaches
-    `parse_case`, which says what is wrong with it.
+    `parse_case`, which names the rule it breaks.
     """
     joined: list[str] = []
     index = 0

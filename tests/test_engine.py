@@ -352,7 +352,7 @@ def test_segment_compiles_for_one_input_size(device_data: DeviceData) -> None:
     keys = {wide.segments[1].key, narrow.segments[1].key}
     assert len(keys) == 2
     for key in keys:
-        # One executable per function, so the cache bound counts what memory holds.
+        # One executable per function, so the cache bound counts every compiled shape.
         assert [f._cache_size() for f in engine._SEGMENT_FUNCTIONS[key].values()] == [1, 1, 1]
 
 
