@@ -30,12 +30,7 @@ from regnas.cli import (
 )
 from regnas.engine import DeviceData, prepare_compile_cache
 from regnas.notes import save_study_figures, save_trial_note
-from regnas.storage import (
-    mask_password,
-    open_storage,
-    resolve_storage,
-    sqlite_path,
-)
+from regnas.storage import mask_password, open_storage, resolve_storage, sqlite_path
 from regnas.study import (
     MAX_CONSECUTIVE_FAILURES,
     SearchConfig,
