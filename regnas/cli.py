@@ -101,6 +101,8 @@ class StopRequest:
     """
 
     requested = False
+    # The signal that requested the stop, so that the exit status can name it (128 + number).
+    signum: int | None = None
     _depth = 0
 
     @classmethod
@@ -120,6 +122,7 @@ class StopRequest:
     @classmethod
     def _handle(cls, signum: int, frame: object) -> None:
         cls.requested = True
+        cls.signum = signum
         if cls._depth:
             raise KeyboardInterrupt(f"signal {signum}")
 
@@ -148,7 +151,10 @@ def count_text(count: int, noun: str) -> str:
 
 
 def run_main(main: Callable[[], int | None]) -> None:
-    """Run an entry point: user errors print one line and exit 2, Ctrl-C exits 130."""
+    """Run an entry point: user errors print one line and exit 2, a stop exits 128 + signal.
+
+    Ctrl-C (SIGINT) exits 130 and SIGTERM 143, as shells report a process killed by them.
+    """
     try:
         code = main()
     except (ValueError, FileNotFoundError, SearchError) as error:
@@ -159,5 +165,5 @@ def run_main(main: Callable[[], int | None]) -> None:
         # teardown, in which JAX's runtime crashed once in eight interrupts during a compile.
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(128 + (StopRequest.signum or signal.SIGINT))
     sys.exit(code or 0)

@@ -134,6 +134,7 @@ def run_search(
             f"Rerun to continue: {resume_command}",
             file=sys.stderr,
         )
+        print(trial_counts_text(study), file=sys.stderr)
         raise
 
     save_study_figures(study)
