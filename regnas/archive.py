@@ -119,8 +119,13 @@ def load_architecture(path: str | Path, trial: int | None = None) -> Architectur
     path = Path(path)
     if path.is_dir():
         raise FileNotFoundError(
-            f"{path} is a directory; pass an architecture file in it, such as one written by "
+            f"{path} is a directory; pass an architecture JSON file, such as one written by "
             f"'{EXPORT_COMMAND}'."
+        )
+    if path.exists() and not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is not a regular file; pass an architecture JSON file, such as one written "
+            f"by '{EXPORT_COMMAND}'."
         )
     if not path.is_file():
         raise FileNotFoundError(
@@ -129,10 +134,15 @@ def load_architecture(path: str | Path, trial: int | None = None) -> Architectur
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
+        saved = ""
+        if path.suffix == ".msgpack":
+            saved = (
+                " A model.msgpack or checkpoint.msgpack of 'python -m regnas.train' contains "
+                "weights, so pass the architecture file that run trained."
+            )
         raise ArchitectureError(
-            f"{path} is a binary file, not an architecture JSON. A model.msgpack or "
-            "checkpoint.msgpack of 'python -m regnas.train' holds weights; pass the architecture "
-            f"file that run trained, or export one with '{EXPORT_COMMAND}'."
+            f"{path} is a binary file, not an architecture JSON.{saved} Export an architecture "
+            f"with '{EXPORT_COMMAND}'."
         ) from None
     except json.JSONDecodeError as error:
         raise ArchitectureError(

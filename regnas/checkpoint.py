@@ -162,8 +162,14 @@ def read_msgpack(
     """
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; expected {kind} ({file_format}).")
+    data = path.read_bytes()
+    if data[:64].lstrip()[:1] in (b"{", b"["):
+        raise ValueError(
+            f"{path} is not {kind}: it is a JSON file, such as an architecture file, which "
+            f"'python -m regnas.train --config FILE' trains. {fix}"
+        )
     try:
-        raw = serialization.msgpack_restore(path.read_bytes())
+        raw = serialization.msgpack_restore(data)
     except Exception as error:  # msgpack raises several unrelated types on bad bytes.
         reason = str(error).rstrip(".")
         raise ValueError(

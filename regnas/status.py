@@ -73,11 +73,14 @@ def study_status(
     lines = []
     if fail_stale:
         failed = _fail_stale(study, opened, heartbeat, older_than)
-        numbers = ", ".join(str(number) for number in failed) or "none"
-        retries = "its retry" if len(failed) == 1 else "their retries"
-        lines.append(
-            f"Failed {count_text(len(failed), 'stale trial')} and queued {retries}: {numbers}."
-        )
+        if failed:
+            numbers = ", ".join(str(number) for number in failed)
+            retries = "its retry" if len(failed) == 1 else "their retries"
+            lines.append(
+                f"Failed {count_text(len(failed), 'stale trial')} and queued {retries}: {numbers}."
+            )
+        else:
+            lines.append("No stale trials found, so none was failed or queued.")
     lines.extend(_state_lines(study, mask_password(url)))
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 import json
 from pathlib import Path
+import sqlite3
 from typing import Any
 
 import jax
@@ -181,15 +182,26 @@ def test_saved_model_is_not_an_architecture(tmp_path: Path) -> None:
     save_model(path, architecture_document(spec, None, 28, {}, {}), variables)
 
     with pytest.raises(
-        ArchitectureError, match=r"model\.msgpack is a binary file.*regnas\.export"
+        ArchitectureError,
+        match=r"model\.msgpack is a binary file.*contains weights.*regnas\.export",
     ):
         regnas.load_architecture(path)
+    database = tmp_path / "study.db"
+    sqlite3.connect(database).execute("CREATE TABLE trials (number INTEGER)")
+    with pytest.raises(ArchitectureError) as error:
+        regnas.load_architecture(database)
+    assert "study.db is a binary file, not an architecture JSON. Export" in str(error.value)
+
+
+def test_device_file_is_not_an_architecture() -> None:
+    with pytest.raises(FileNotFoundError, match=r"/dev/null is not a regular file"):
+        regnas.load_architecture("/dev/null")
 
 
 def test_missing_file_names_command(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"absent\.json not found.*regnas\.export"):
         regnas.load_architecture(tmp_path / "absent.json")
-    with pytest.raises(FileNotFoundError, match=r"is a directory; pass an architecture file"):
+    with pytest.raises(FileNotFoundError, match=r"is a directory; pass an architecture JSON file"):
         regnas.load_architecture(tmp_path)
 
 

@@ -92,7 +92,7 @@ def test_journal_keeps_recent_running_trial(tmp_path: Path) -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert "Failed 0 stale trials" in result.stdout
+    assert "No stale trials found, so none was failed or queued." in result.stdout
     assert "1 RUNNING" in result.stdout
 
 

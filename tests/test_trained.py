@@ -177,8 +177,9 @@ def test_other_files_are_not_models(trained_run: dict[str, Any], tmp_path: Path)
         ValueError, match=re.escape("it has no format entry, expected 'regnas.model'")
     ):
         load_trained(unnamed)
-    with pytest.raises(ValueError, match="is not a saved model") as error:
+    with pytest.raises(ValueError, match="is not a saved model: it is a JSON file") as error:
         load_trained(run_dir / "summary.json")
+    assert "regnas.train --config FILE" in str(error.value)
     assert f"or the {MODEL_NAME} in it" in str(error.value)
 
 
