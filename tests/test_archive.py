@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+import contextlib
 import json
 from pathlib import Path
 import sqlite3
@@ -187,7 +188,8 @@ def test_saved_model_is_not_an_architecture(tmp_path: Path) -> None:
     ):
         regnas.load_architecture(path)
     database = tmp_path / "study.db"
-    sqlite3.connect(database).execute("CREATE TABLE trials (number INTEGER)")
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        connection.execute("CREATE TABLE trials (number INTEGER)")
     with pytest.raises(ArchitectureError) as error:
         regnas.load_architecture(database)
     assert "study.db is a binary file, not an architecture JSON. Export" in str(error.value)
