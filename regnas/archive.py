@@ -124,7 +124,7 @@ def load_architecture(path: str | Path, trial: int | None = None) -> Architectur
         )
     if path.exists() and not path.is_file():
         raise FileNotFoundError(
-            f"{path} is not a regular file; pass an architecture JSON file, such as one written "
+            f"{path} is not a regular file. Pass an architecture JSON file, such as one written "
             f"by '{EXPORT_COMMAND}'."
         )
     if not path.is_file():

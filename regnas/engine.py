@@ -336,8 +336,8 @@ def _evict_segments(keep: set[tuple[Any, ...]]) -> int:
             }
         )
         gc.collect()
-    # Freed pages stay in the process until glibc is asked for them, and the peaks of one
-    # network (its compile and first step) would otherwise stay in its resident memory.
+    # Return freed pages after every network, not only after an eviction, so that resident
+    # memory shows what the process still uses. It costs 4-25 ms (docs/benchmarks.md).
     _return_free_memory()
     return evicted
 
