@@ -13,6 +13,7 @@ from regnas import AnyNetSpec, StageSpec
 from regnas.models import (
     AnyNet,
     BatchNorm,
+    Conv1x1,
     GroupedConv3x3,
     init_variables,
     pixel_pairs_are_cheaper,
@@ -64,6 +65,19 @@ def test_dense_grouped_conv_matches_native(
         strict=True,
     ):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize(("stride", "size"), [(1, 7), (2, 7), (2, 28)])
+def test_conv1x1_matches_flax_conv(stride: int, size: int) -> None:
+    # Odd and even sizes check which pixels the strided form reads.
+    x = jax.random.normal(jax.random.key(0), (4, size, size + 1, 16))
+    conv = Conv1x1(24, stride)
+    params = conv.init(jax.random.key(1), x)
+    flax_conv = nn.Conv(24, (1, 1), strides=stride, use_bias=False)
+
+    np.testing.assert_allclose(
+        conv.apply(params, x), flax_conv.apply(params, x), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_pixel_pairs_only_on_small_images() -> None:
