@@ -154,6 +154,8 @@ class GroupedConv3x3(nn.Module):
             kernel = jnp.einsum("hwigo,fg->hwfigo", blocks, eye).reshape(3, 3, w_in, self.features)
             groups = 1
         if self.impl == "dense" and self.stride == 2:
+            if x.shape[1] * x.shape[2] >= _PHASES_MIN_PIXELS:
+                return conv3x3_stride2_by_phases(x, kernel)
             return conv3x3_stride2_as_matmul(x, kernel)
         return jax.lax.conv_general_dilated(
             x,
@@ -186,6 +188,62 @@ def conv3x3_stride2_as_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
         axis=-1,
     )
     return jnp.einsum("nhwc,cf->nhwf", columns, kernel.reshape(9 * channels, -1))
+
+
+# Input pixels from which `conv3x3_stride2_by_phases` beats `conv3x3_stride2_as_matmul`: it was
+# 1.2-2.5x faster at 28x28 with 16 to 64 channels, and up to 1.6x slower at 14x14 and 7x7.
+_PHASES_MIN_PIXELS = 400
+
+
+def _conv3x3_stride2(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(
+        x, kernel, (2, 2), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+
+
+@jax.custom_vjp
+def conv3x3_stride2_by_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """Return the 3x3 convolution of NHWC `x` with stride 2 and padding 1, and a faster gradient.
+
+    The forward pass and the kernel's gradient are XLA's. XLA:CPU computes the input's gradient
+    by spreading the output gradient onto a grid of zeros twice its size and convolving that,
+    which took 10.5 ms at 28x28x24 on a batch of 128. Here each of the input's four pixel phases
+    (even or odd row, even or odd column) is a sum of one, two or four matrix multiplies of the
+    output gradient, nine in all, the multiply-adds of the forward pass: 2.4 ms at that shape.
+    """
+    return _conv3x3_stride2(x, kernel)
+
+
+def _by_phases_forward(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, Any]:
+    return _conv3x3_stride2(x, kernel), (x, kernel)
+
+
+def _by_phases_backward(residuals: Any, grad: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x, kernel = residuals
+    batch, height, width, channels = x.shape
+    out_h, out_w = grad.shape[1:3]
+    _, kernel_pullback = jax.vjp(lambda k: _conv3x3_stride2(x, k), kernel)
+    padded = jnp.pad(grad, ((0, 0), (0, 1), (0, 1), (0, 0)))
+    # Along one axis, input pixel 2m reads kernel tap 1 at output pixel m, and input pixel
+    # 2m + 1 reads tap 0 at output pixel m + 1 and tap 2 at m: (output shift, tap) per phase.
+    reads = {0: ((0, 1),), 1: ((1, 0), (0, 2))}
+    phases = []
+    for row_phase in (0, 1):
+        for col_phase in (0, 1):
+            total = None
+            for row_shift, row_tap in reads[row_phase]:
+                for col_shift, col_tap in reads[col_phase]:
+                    view = padded[:, row_shift : row_shift + out_h, col_shift : col_shift + out_w]
+                    term = view.reshape(-1, view.shape[-1]) @ kernel[row_tap, col_tap].T
+                    total = term if total is None else total + term
+            phases.append(total)
+    # (batch, row, column, row phase, column phase, channel) to the interleaved image.
+    grid = jnp.stack(phases, axis=1).reshape(batch, out_h, out_w, 2, 2, channels)
+    grad_x = grid.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * out_h, 2 * out_w, channels)
+    return grad_x[:, :height, :width], kernel_pullback(grad)[0]
+
+
+conv3x3_stride2_by_phases.defvjp(_by_phases_forward, _by_phases_backward)
 
 
 def _output_size(size: int, stride: int) -> int:
@@ -280,7 +338,9 @@ class Conv1x1(nn.Module):
         kernel = self.param("kernel", _conv_init, (1, 1, x.shape[-1], self.features), jnp.float32)
         if self.stride != 1:
             x = x[:, :: self.stride, :: self.stride]
-        return jnp.einsum("nhwc,cf->nhwf", x, kernel[0, 0].astype(x.dtype))
+        batch_shape = x.shape[:-1]
+        y = x.reshape(-1, x.shape[-1]) @ kernel[0, 0].astype(x.dtype)
+        return y.reshape(*batch_shape, self.features)
 
 
 class SqueezeExcitation(nn.Module):

@@ -28,6 +28,8 @@ from regnas.models import (
         (3, 2, 9, False),
         (3, 2, 8, False),
         (1, 2, 7, False),
+        (3, 2, 28, False),
+        (1, 2, 21, False),
         (8, 2, 2, True),
         (1, 1, 9, False),
         (4, 1, 2, True),
@@ -40,8 +42,9 @@ from regnas.models import (
 def test_dense_grouped_conv_matches_native(
     groups: int, stride: int, size: int, pixel_pairs: bool
 ) -> None:
-    # With stride 2 the dense path multiplies gathered pixels instead of convolving, so odd and
-    # even sizes check its padding. Small images take the pixel-pair form instead.
+    # With stride 2 the dense path multiplies gathered pixels, or on images of 400 pixels and more
+    # computes the input's gradient by pixel phases, so odd and even sizes check their padding.
+    # Small images take the pixel-pair form instead.
     batch = 128
     assert pixel_pairs_are_cheaper((size, size + 1), stride, groups, 24 * 24 // groups, batch) is (
         pixel_pairs
