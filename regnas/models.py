@@ -205,11 +205,13 @@ def _conv3x3_stride2(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def conv3x3_stride2_by_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """Return the 3x3 convolution of NHWC `x` with stride 2 and padding 1, and a faster gradient.
 
-    The forward pass and the kernel's gradient are XLA's. XLA:CPU computes the input's gradient
-    by spreading the output gradient onto a grid of zeros twice its size and convolving that,
-    which took 10.5 ms at 28x28x24 on a batch of 128. Here each of the input's four pixel phases
-    (even or odd row, even or odd column) is a sum of one, two or four matrix multiplies of the
-    output gradient, nine in all, the multiply-adds of the forward pass: 2.4 ms at that shape.
+    The forward pass is XLA's. XLA:CPU computes the input's gradient by spreading the output
+    gradient onto a grid of zeros twice its size and convolving that, which took 10.5 ms at
+    28x28x24 on a batch of 128. Here each of the input's four pixel phases (even or odd row, even
+    or odd column) is a sum of one, two or four matrix multiplies of the output gradient, nine in
+    all, the multiply-adds of the forward pass: 2.4 ms at that shape. The kernel's gradient is
+    nine matrix multiplies of a pixel phase and the output gradient as well; XLA's transposed
+    whole images for it, which took a third of a first block's backward pass.
     """
     return _conv3x3_stride2(x, kernel)
 
@@ -222,25 +224,49 @@ def _by_phases_backward(residuals: Any, grad: jax.Array) -> tuple[jax.Array, jax
     x, kernel = residuals
     batch, height, width, channels = x.shape
     out_h, out_w = grad.shape[1:3]
-    _, kernel_pullback = jax.vjp(lambda k: _conv3x3_stride2(x, k), kernel)
-    padded = jnp.pad(grad, ((0, 0), (0, 1), (0, 1), (0, 0)))
-    # Along one axis, input pixel 2m reads kernel tap 1 at output pixel m, and input pixel
-    # 2m + 1 reads tap 0 at output pixel m + 1 and tap 2 at m: (output shift, tap) per phase.
-    reads = {0: ((0, 1),), 1: ((1, 0), (0, 2))}
-    phases = []
-    for row_phase in (0, 1):
-        for col_phase in (0, 1):
-            total = None
-            for row_shift, row_tap in reads[row_phase]:
-                for col_shift, col_tap in reads[col_phase]:
-                    view = padded[:, row_shift : row_shift + out_h, col_shift : col_shift + out_w]
-                    term = view.reshape(-1, view.shape[-1]) @ kernel[row_tap, col_tap].T
-                    total = term if total is None else total + term
-            phases.append(total)
-    # (batch, row, column, row phase, column phase, channel) to the interleaved image.
-    grid = jnp.stack(phases, axis=1).reshape(batch, out_h, out_w, 2, 2, channels)
-    grad_x = grid.transpose(0, 1, 3, 2, 4, 5).reshape(batch, 2 * out_h, 2 * out_w, channels)
-    return grad_x[:, :height, :width], kernel_pullback(grad)[0]
+    # Along one axis, kernel tap 1 joins even input pixel 2m to output pixel m; tap 2 joins odd
+    # pixel 2m + 1 to output pixel m, and tap 0 joins it to output pixel m + 1.
+    # (input phase, output shift) of each tap:
+    taps = {0: (1, 1), 1: (0, 0), 2: (1, 0)}
+
+    def rows(array: jax.Array) -> jax.Array:
+        return array.reshape(-1, array.shape[-1])
+
+    # The output gradient moved back by (row, column) shift, with zeros after the end.
+    shifted = {
+        (sr, sc): rows(jnp.pad(grad[:, sr:, sc:], ((0, 0), (0, sr), (0, sc), (0, 0))))
+        for sr in (0, 1)
+        for sc in (0, 1)
+    }
+    # Each phase of the input: its pixels in output positions, zeros after the end.
+    phases = {
+        (a, b): rows(
+            jnp.pad(
+                x[:, a::2, b::2],
+                (
+                    (0, 0),
+                    (0, out_h - len(range(a, height, 2))),
+                    (0, out_w - len(range(b, width, 2))),
+                    (0, 0),
+                ),
+            )
+        )
+        for a in (0, 1)
+        for b in (0, 1)
+    }
+    grad_phases = {key: jnp.zeros((batch * out_h * out_w, channels), x.dtype) for key in phases}
+    grad_kernel = []
+    for row_tap, (a, sr) in taps.items():
+        for col_tap, (b, sc) in taps.items():
+            tap = kernel[row_tap, col_tap]
+            grad_phases[a, b] = grad_phases[a, b] + shifted[sr, sc] @ tap.T
+            # (out-grad^T input)^T: XLA:CPU reads the left operand of a matrix product
+            # transposed in place, and copies a transposed right operand.
+            grad_kernel.append((shifted[sr, sc].T @ phases[a, b]).T)
+    grid = jnp.stack([grad_phases[a, b] for a in (0, 1) for b in (0, 1)], axis=1)
+    grid = grid.reshape(batch, out_h, out_w, 2, 2, channels).transpose(0, 1, 3, 2, 4, 5)
+    grad_x = grid.reshape(batch, 2 * out_h, 2 * out_w, channels)[:, :height, :width]
+    return grad_x, jnp.stack(grad_kernel).reshape(kernel.shape)
 
 
 conv3x3_stride2_by_phases.defvjp(_by_phases_forward, _by_phases_backward)

@@ -67,7 +67,10 @@ def test_dense_grouped_conv_matches_native(
         jax.tree_util.tree_leaves(grad_native),
         strict=True,
     ):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+        # A kernel's gradient sums tens of thousands of products, in a different order in each
+        # form, so the tolerance scales with its largest entry.
+        scale = max(1.0, float(np.abs(expected).max()))
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * scale)
 
 
 @pytest.mark.parametrize(("stride", "size"), [(1, 7), (2, 7), (2, 28)])
