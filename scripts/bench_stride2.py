@@ -1,15 +1,16 @@
-"""Time the stride-2 3x3 convolutions of a network as XLA convolutions and as matrix multiplies.
+"""Time the stride-2 3x3 convolutions of a network in regnas's two forms and as XLA's convolution.
 
 Usage: python scripts/bench_stride2.py [--config FILE [--trial N]] [--batch-size N] [--repeats N]
 
 The first block of each stage with stride 2 has a grouped 3x3 convolution with stride 2. On the
 CPU, regnas expands its kernel to a block-diagonal dense kernel and computes it with
-`regnas.models.conv3x3_stride2_as_matmul`. For each such convolution of the network, this script
-times that form and `lax.conv_general_dilated` with stride 2 on the same dense kernel. It times
-the forward pass alone, and the forward and backward pass together (the gradient with respect
-to the input and the kernel), and prints the median of the repeats in milliseconds. Without
---config it times the reference AnyNet (stem 16, stages (1, 24), (2, 56), (4, 152), group width
-8).
+`regnas.models.conv3x3_stride2_as_matmul`, or on images of 400 pixels and more with
+`regnas.models.conv3x3_stride2_by_phases` (XLA's convolution forward, a gradient built from
+pixel phases). For each such convolution of the network, this script times both forms and
+`lax.conv_general_dilated` with stride 2 on the same dense kernel. It times the forward pass
+alone, and the forward and backward pass together (the gradient with respect to the input and
+the kernel), and prints the median of the repeats in milliseconds. Without --config it times
+the reference AnyNet (stem 16, stages (1, 24), (2, 56), (4, 152), group width 8).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from regnas import AnyNetSpec, StageSpec
 from regnas.archive import load_architecture
-from regnas.models import conv3x3_stride2_as_matmul
+from regnas.models import conv3x3_stride2_as_matmul, conv3x3_stride2_by_phases
 
 
 def strided_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -35,7 +36,11 @@ def strided_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     )
 
 
-FORMS = {"convolution": strided_conv, "matrix multiply": conv3x3_stride2_as_matmul}
+FORMS = {
+    "convolution": strided_conv,
+    "matrix multiply": conv3x3_stride2_as_matmul,
+    "pixel phases": conv3x3_stride2_by_phases,
+}
 
 
 def stride2_shapes(spec: AnyNetSpec, image_size: int) -> list[tuple[str, int, int]]:

@@ -71,7 +71,7 @@ def test_trial_budget_script_reports_accuracy_by_epoch(idx_dir: Path, tmp_path: 
     assert all(0.0 <= value <= 1.0 for value in summary["val_accuracy"])
 
 
-def test_stride2_script_times_both_forms(tmp_path: Path) -> None:
+def test_stride2_script_times_every_form(tmp_path: Path) -> None:
     config = save_architecture(
         tmp_path / "tiny.json", architecture_document(SPEC, None, 28, {}, {})
     )
@@ -87,8 +87,9 @@ def test_stride2_script_times_both_forms(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     # SPEC's stages start at 28x28 (stem stride 1) and 14x14; bottleneck ratio 1.
-    assert [row[:2] for row in rows] == [["s1_b1", "28x28x8"]] * 2 + [["s2_b1", "14x14x16"]] * 2
-    assert [" ".join(row[2:-2]) for row in rows] == ["convolution", "matrix multiply"] * 2
+    assert [row[:2] for row in rows] == [["s1_b1", "28x28x8"]] * 3 + [["s2_b1", "14x14x16"]] * 3
+    forms = ["convolution", "matrix multiply", "pixel phases"]
+    assert [" ".join(row[2:-2]) for row in rows] == forms * 2
     assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows)
 
 
