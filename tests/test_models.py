@@ -34,6 +34,7 @@ from regnas.models import (
         (1, 1, 9, False),
         (4, 1, 2, True),
         (12, 1, 3, True),
+        (12, 1, 7, True),
         (1, 1, 1, True),
         (8, 2, 4, True),
         (12, 2, 5, True),
@@ -44,7 +45,8 @@ def test_dense_grouped_conv_matches_native(
 ) -> None:
     # With stride 2 the dense path multiplies gathered pixels, or on images of 400 pixels and more
     # computes the input's gradient by pixel phases, so odd and even sizes check their padding.
-    # Small images take the pixel-pair form instead.
+    # Small images take the pixel-pair form instead, with stride 1 only up to 16 pixels: larger
+    # ones (7x8 here) are convolved in chunks of groups.
     batch = 128
     assert pixel_pairs_are_cheaper((size, size + 1), stride, groups, 24 * 24 // groups, batch) is (
         pixel_pairs
