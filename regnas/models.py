@@ -143,12 +143,10 @@ class GroupedConv3x3(nn.Module):
         groups, image = self.groups, x.shape[1:3]
         if self.impl == "native":
             return _conv3x3(x, kernel, self.stride, groups)
-        if pixel_pairs_are_cheaper(
-            image, self.stride, groups, group_in * self.features, x.shape[0]
-        ):
-            if self.stride == 2 or image[0] * image[1] <= _PIXEL_PAIRS_STRIDE1_MAX_PIXELS:
-                return conv3x3_as_pixel_pairs(x, kernel, groups, self.stride)
-        if self.stride == 1:
+        form = grouped_conv_form(image, self.stride, groups, group_in, x.shape[0])
+        if form == "pixel pairs":
+            return conv3x3_as_pixel_pairs(x, kernel, groups, self.stride)
+        if form == "group chunks":
             return conv3x3_by_group_chunks(x, kernel, groups)
         # Spread the grouped kernel onto the block diagonal of a dense kernel: more flops, but
         # XLA:CPU runs the dense convolution through its fast path.
@@ -156,6 +154,24 @@ class GroupedConv3x3(nn.Module):
         if image[0] * image[1] >= _PHASES_MIN_PIXELS:
             return conv3x3_stride2_by_phases(x, kernel)
         return conv3x3_stride2_as_matmul(x, kernel)
+
+
+def grouped_conv_form(
+    image: tuple[int, ...], stride: int, groups: int, group_in: int, batch: int
+) -> Literal["pixel pairs", "group chunks", "dense"]:
+    """Return the form in which the CPU path computes a grouped 3x3 convolution.
+
+    "pixel pairs" is `conv3x3_as_pixel_pairs`, taken where `pixel_pairs_are_cheaper` says so,
+    and with stride 1 only on images of up to 16 pixels. Other stride-1 convolutions are
+    "group chunks" (`conv3x3_by_group_chunks`). With stride 2 the rest is "dense": the groups
+    on the diagonal of one kernel, computed by `conv3x3_stride2_by_phases` on images of 400
+    pixels and more, else by `conv3x3_stride2_as_matmul`.
+    """
+    features = group_in * groups
+    if pixel_pairs_are_cheaper(image, stride, groups, group_in * features, batch):
+        if stride == 2 or image[0] * image[1] <= _PIXEL_PAIRS_STRIDE1_MAX_PIXELS:
+            return "pixel pairs"
+    return "group chunks" if stride == 1 else "dense"
 
 
 def _conv3x3(x: jax.Array, kernel: jax.Array, stride: int, groups: int = 1) -> jax.Array:

@@ -3,17 +3,18 @@
 Usage: python scripts/bench_small_images.py [--config FILE [--trial N] | --case SPEC ...]
        [--batch-size N] [--repeats N]
 
-On the CPU, regnas runs a grouped 3x3 convolution in one of two forms. The dense form expands the
-kernel to a block-diagonal dense kernel and convolves (with stride 2, it multiplies gathered
-pixels: `regnas.models.conv3x3_stride2_as_matmul`). The pixel-pair form multiplies all input
-pixels by one matrix per group (`regnas.models.conv3x3_as_pixel_pairs`).
-`regnas.models.pixel_pairs_are_cheaper` picks one from the shape and the batch size. This
-script times both forms on each grouped 3x3 convolution of a network, or on each --case. It
-times the forward pass alone and the forward and backward pass together (gradients with respect
-to the input and the kernel). It prints the median of the repeats in milliseconds and the form
-regnas picks for --batch-size.
-Without --config or --case it times the reference AnyNet (stem 16, stages (1, 24), (2, 56),
-(4, 152), group width 8).
+On the CPU, regnas runs a grouped 3x3 convolution in one of three forms. The dense form expands
+the kernel to a block-diagonal dense kernel and convolves (with stride 2, it multiplies gathered
+pixels: `regnas.models.conv3x3_stride2_as_matmul`; on images of 400 pixels and more regnas uses
+`conv3x3_stride2_by_phases` instead, which `scripts/bench_stride2.py` times). The group-chunk form, stride 1 only, runs one
+dense convolution per chunk of about 16 input channels (`regnas.models.conv3x3_by_group_chunks`).
+The pixel-pair form multiplies all input pixels by one matrix per group
+(`regnas.models.conv3x3_as_pixel_pairs`). `regnas.models.grouped_conv_form` picks one from the
+shape and the batch size. This script times every form on each grouped 3x3 convolution of a
+network, or on each --case. It times the forward pass alone and the forward and backward pass
+together (gradients with respect to the input and the kernel). It prints the median of the
+repeats in milliseconds and the form regnas picks for --batch-size. Without --config or --case
+it times the reference AnyNet (stem 16, stages (1, 24), (2, 56), (4, 152), group width 8).
 
 A --case is IMAGE:STRIDE:WIDTH:GROUP_W, for example 2:1:384:8 (a 2x2 image, stride 1, 384
 channels in groups of 8).
@@ -34,8 +35,9 @@ import numpy as np
 from regnas import AnyNetSpec
 from regnas.models import (
     conv3x3_as_pixel_pairs,
+    conv3x3_by_group_chunks,
     conv3x3_stride2_as_matmul,
-    pixel_pairs_are_cheaper,
+    grouped_conv_form,
 )
 
 
@@ -60,8 +62,15 @@ def dense_form(x: jax.Array, kernel: jax.Array, groups: int, stride: int) -> jax
     )
 
 
+def group_chunks_form(x: jax.Array, kernel: jax.Array, groups: int, stride: int) -> jax.Array:
+    """Convolve one chunk of groups at a time (stride 1 only)."""
+    del stride  # Only called with stride 1.
+    return conv3x3_by_group_chunks(x, kernel, groups)
+
+
 FORMS: dict[str, Callable[[jax.Array, jax.Array, int, int], jax.Array]] = {
     "dense": dense_form,
+    "group chunks": group_chunks_form,
     "pixel pairs": conv3x3_as_pixel_pairs,
 }
 
@@ -102,7 +111,8 @@ def parse_case(text: str) -> Case:
 def time_case(case: Case, batch_size: int, repeats: int) -> dict[str, tuple[float, float]]:
     """Return each form's (forward ms, forward and backward ms) on `case`.
 
-    The pixel-pair form is left out where its matrix would exceed `PIXEL_PAIR_CAP` numbers.
+    The pixel-pair form is left out where its matrix would exceed `PIXEL_PAIR_CAP` numbers, and
+    the group-chunk form with stride 2.
     """
     image, stride, width, group_w = case
     groups = width // group_w
@@ -113,6 +123,8 @@ def time_case(case: Case, batch_size: int, repeats: int) -> dict[str, tuple[floa
     forms = dict(FORMS)
     if (image * out) ** 2 * group_w * width > PIXEL_PAIR_CAP:
         del forms["pixel pairs"]
+    if stride != 1:
+        del forms["group chunks"]
     times = {}
     for form, function in forms.items():
 
@@ -167,23 +179,30 @@ def main() -> None:
         cases = args.case
     else:
         cases = network_cases(*load_network(parser, args.config, args.trial))
-    print("input          stride  groups  regnas picks  dense: fwd / fwd+bwd ms  pixel pairs: ms")
+    print(
+        "input          stride  groups  regnas picks  "
+        "dense: fwd / fwd+bwd ms  group chunks: ms     pixel pairs: ms"
+    )
     for case in cases:
         image, stride, width, group_w = case
         groups = width // group_w
-        pick = pixel_pairs_are_cheaper(
-            (image, image), stride, groups, group_w * width, args.batch_size
-        )
+        pick = grouped_conv_form((image, image), stride, groups, group_w, args.batch_size)
         times = time_case(case, args.batch_size, args.repeats)
-        dense_f, dense_b = times["dense"]
-        pairs = "too large to build"
-        if "pixel pairs" in times:
-            pair_f, pair_b = times["pixel pairs"]
-            pairs = f"{pair_f:>7.2f} / {pair_b:>7.2f}"
+        columns = []
+        for form, missing in (
+            ("dense", ""),
+            ("group chunks", "stride 1 only"),
+            ("pixel pairs", "too large to build"),
+        ):
+            if form in times:
+                forward, both = times[form]
+                columns.append(f"{forward:>8.2f} / {both:>8.2f}")
+            else:
+                columns.append(f"{missing:>19}")
         shape = f"{image}x{image}x{width}"
         print(
-            f"{shape:<14} {stride:>6}  {groups:>6}  {'pixel pairs' if pick else 'dense':<12}  "
-            f"{dense_f:>8.2f} / {dense_b:>8.2f}        {pairs}",
+            f"{shape:<14} {stride:>6}  {groups:>6}  {pick:<12}  "
+            f"{columns[0]}      {columns[1]}  {columns[2]}",
             flush=True,
         )
 

@@ -93,6 +93,27 @@ def test_stride2_script_times_every_form(tmp_path: Path) -> None:
     assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows)
 
 
+def test_small_images_script_shows_each_pick() -> None:
+    cases = ["7:1:56:8", "2:1:384:8", "14:2:56:8"]
+    options = [f"--case={case}" for case in cases] + ["--batch-size", "8", "--repeats", "1"]
+    result = subprocess.run(
+        [sys.executable, "scripts/bench_small_images.py", *options],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    rows = result.stdout.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["7x7x56", "2x2x384", "14x14x56"]
+    # On 8 images, 7x7 takes group chunks and 2x2 pixel pairs; stride 2 stays dense.
+    assert ["group chunks" in row for row in rows] == [True, False, False]
+    assert ["pixel pairs" in row for row in rows] == [False, True, False]
+    assert ["stride 1 only" in row for row in rows] == [False, False, True]
+    assert rows[2].split()[3] == "dense"
+
+
 @pytest.mark.parametrize(
     ("case", "message"),
     [
