@@ -36,10 +36,10 @@ def resolve_grouped_conv(impl: GroupedConvImpl) -> Literal["dense", "native"]:
     """Pick how grouped convolutions run: "dense" on CPU, XLA's native grouped kernel elsewhere.
 
     XLA:CPU runs `feature_group_count` convolutions through a slow generic path (10-30x slower
-    than a dense convolution of the same shape, forward plus backward), so on CPU each grouped
-    kernel is expanded to a block-diagonal dense kernel. On small images "dense" computes the
-    convolution as pixel-pair matrices instead (`conv3x3_as_pixel_pairs`), where that is
-    cheaper. Measurements: docs/benchmarks.md.
+    than a dense convolution of the same shape, forward plus backward), so on CPU "dense" puts
+    the groups on the diagonal of dense kernels: of a few groups at a time with stride 1, of all
+    groups with stride 2. On small images it computes the convolution as pixel-pair matrices
+    instead, where that is cheaper (`grouped_conv_form`). Measurements: docs/benchmarks.md.
     """
     if impl not in ("auto", "dense", "native"):
         raise ValueError(f"grouped_conv must be 'auto', 'dense' or 'native', got {impl!r}.")
@@ -161,8 +161,8 @@ def grouped_conv_form(
 ) -> Literal["pixel pairs", "group chunks", "dense"]:
     """Return the form in which the CPU path computes a grouped 3x3 convolution.
 
-    "pixel pairs" is `conv3x3_as_pixel_pairs`, taken where `pixel_pairs_are_cheaper` says so,
-    and with stride 1 only on images of up to 16 pixels. Other stride-1 convolutions are
+    "pixel pairs" is `conv3x3_as_pixel_pairs`, taken where `pixel_pairs_are_cheaper` returns
+    True, and with stride 1 only on images of up to 16 pixels. Other stride-1 convolutions are
     "group chunks" (`conv3x3_by_group_chunks`). With stride 2 the rest is "dense": the groups
     on the diagonal of one kernel, computed by `conv3x3_stride2_by_phases` on images of 400
     pixels and more, else by `conv3x3_stride2_as_matmul`.
@@ -198,8 +198,8 @@ def _block_diagonal(kernel: jax.Array, groups: int) -> jax.Array:
 # Channels per convolution in `conv3x3_by_group_chunks`: chunks of 16 were faster than of 8 at
 # group width 8, and single groups of 16 or 32 channels faster than pairs.
 _CHUNK_CHANNELS = 16
-# On images this small or smaller, the pixel-pair form beat convolutions by group chunks with
-# stride 1 (4x4x152 with 19 groups: 3.4 against 4.4 ms); from 7x7 on, the chunks won.
+# With stride 1, the pixel-pair form beat group chunks on images of up to this many pixels
+# (4x4x152 with 19 groups: 3.4 against 4.4 ms). From 7x7 on, the chunks won.
 _PIXEL_PAIRS_STRIDE1_MAX_PIXELS = 16
 
 
@@ -262,10 +262,11 @@ def conv3x3_stride2_by_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
     The forward pass is XLA's. XLA:CPU computes the input's gradient by spreading the output
     gradient onto a grid of zeros twice its size and convolving that, which took 10.5 ms at
     28x28x24 on a batch of 128. Here each of the input's four pixel phases (even or odd row, even
-    or odd column) is a sum of one, two or four matrix multiplies of the output gradient, nine in
-    all, the multiply-adds of the forward pass: 2.4 ms at that shape. The kernel's gradient is
-    nine matrix multiplies of a pixel phase and the output gradient as well; XLA's transposed
-    whole images for it, which took a third of a first block's backward pass.
+    or odd column) is a sum of one, two or four matrix multiplies of the output gradient. The
+    nine multiplies do the forward pass's multiply-adds, and took 2.4 ms at that shape. The
+    kernel's gradient is nine matrix multiplies of a pixel phase and the output gradient as
+    well. XLA's own copied whole images into a transposed layout first: 16 of the 66 ms of a
+    first block's backward pass.
     """
     return _conv3x3(x, kernel, 2)
 
@@ -278,9 +279,9 @@ def _by_phases_backward(residuals: Any, grad: jax.Array) -> tuple[jax.Array, jax
     x, kernel = residuals
     batch, height, width, channels = x.shape
     out_h, out_w = grad.shape[1:3]
-    # Along one axis, kernel tap 1 joins even input pixel 2m to output pixel m; tap 2 joins odd
-    # pixel 2m + 1 to output pixel m, and tap 0 joins it to output pixel m + 1.
-    # (input phase, output shift) of each tap:
+    # Along one axis, kernel tap 1 joins even input pixel 2m to output pixel m. Tap 2 joins odd
+    # pixel 2m + 1 to output pixel m, and tap 0 joins it to output pixel m + 1. So each tap maps
+    # to (input phase, output shift):
     taps = {0: (1, 1), 1: (0, 0), 2: (1, 0)}
 
     def rows(array: jax.Array) -> jax.Array:
@@ -314,8 +315,8 @@ def _by_phases_backward(residuals: Any, grad: jax.Array) -> tuple[jax.Array, jax
         for col_tap, (b, sc) in taps.items():
             tap = kernel[row_tap, col_tap]
             grad_phases[a, b] = grad_phases[a, b] + shifted[sr, sc] @ tap.T
-            # (out-grad^T input)^T: XLA:CPU reads the left operand of a matrix product
-            # transposed in place, and copies a transposed right operand.
+            # Written as (grad^T phase)^T because in the compiled code XLA:CPU read a transposed
+            # left operand in place but copied a transposed right operand.
             grad_kernel.append((shifted[sr, sc].T @ phases[a, b]).T)
     grid = jnp.stack([grad_phases[a, b] for a in (0, 1) for b in (0, 1)], axis=1)
     grid = grid.reshape(batch, out_h, out_w, 2, 2, channels).transpose(0, 1, 3, 2, 4, 5)
@@ -406,8 +407,8 @@ class Conv1x1(nn.Module):
 
     Its variables and results are those of ``nn.Conv(features, (1, 1), strides=stride,
     use_bias=False)``: with stride 2 it reads every other pixel, starting with the first. XLA:CPU
-    runs the matrix multiply faster than its 1x1 convolution, forward and backward, and the
-    reference network trained about a third faster with it (docs/benchmarks.md).
+    runs the matrix multiply faster than its 1x1 convolution, forward and backward: the
+    reference network trained 25-28 % faster with it (docs/benchmarks.md).
     """
 
     features: int
