@@ -26,6 +26,17 @@ def bench_tiny(directory: Path, *options: str) -> subprocess.CompletedProcess[st
     return run_module("regnas.bench", "--config", str(config), *options, cwd=REPO)
 
 
+def run_script(script: str, *options: str) -> subprocess.CompletedProcess[str]:
+    """Run `scripts/SCRIPT` with `options` from the repository root; return the finished run."""
+    return subprocess.run(
+        [sys.executable, f"scripts/{script}", *options],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+    )
+
+
 def test_bench_reports_speed_of_an_architecture_file(tmp_path: Path) -> None:
     result = bench_tiny(tmp_path, "--steps", "2", "--repeats", "1", "--json")
 
@@ -56,13 +67,7 @@ def test_trial_budget_script_reports_accuracy_by_epoch(idx_dir: Path, tmp_path: 
     )
     options = ["--train-size", "256", "--val-size", "128", "--batch-size", "64"]
     options += ["--epoch-size", "128", "--epochs", "3", "--data-dir", str(idx_dir), "--json"]
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_trial_budget.py", "--config", str(config), *options],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    result = run_script("bench_trial_budget.py", "--config", str(config), *options)
 
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -76,13 +81,7 @@ def test_stride2_script_times_every_form(tmp_path: Path) -> None:
         tmp_path / "tiny.json", architecture_document(SPEC, None, 28, {}, {})
     )
     options = ["--config", str(config), "--batch-size", "4", "--repeats", "1"]
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_stride2.py", *options],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    result = run_script("bench_stride2.py", *options)
 
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
@@ -96,13 +95,7 @@ def test_stride2_script_times_every_form(tmp_path: Path) -> None:
 def test_small_images_script_shows_each_pick() -> None:
     cases = ["7:1:56:8", "2:1:384:8", "14:2:56:8"]
     options = [f"--case={case}" for case in cases] + ["--batch-size", "8", "--repeats", "1"]
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_small_images.py", *options],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    result = run_script("bench_small_images.py", *options)
 
     assert result.returncode == 0, result.stderr
     rows = result.stdout.splitlines()[1:]
@@ -123,13 +116,7 @@ def test_small_images_script_shows_each_pick() -> None:
     ],
 )
 def test_small_images_script_names_the_broken_rule(case: str, message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "scripts/bench_small_images.py", "--case", case],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    result = run_script("bench_small_images.py", "--case", case)
 
     assert result.returncode == 2
     assert f"{case!r}: {message}" in result.stderr
