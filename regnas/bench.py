@@ -20,6 +20,13 @@ from typing import Any
 from regnas.cli import count_text, run_main, setup_logging
 
 
+# How the printed line names each resolved `grouped_conv` setting.
+GROUPED_CONV_LABELS = {
+    "dense": "in CPU forms chosen by shape",
+    "native": "as XLA's native grouped convolution",
+}
+
+
 def benchmark(
     spec: Any,
     batch_size: int = 128,
@@ -264,9 +271,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"{result['images_per_second']:.1f} images/s, compile {result['compile_seconds']:.2f} s, "
-        f"{result['train_gflops_per_second']:.2f} train GFLOP/s ({result['mflops']} MFLOPs per "
-        f"image, batch {args.batch_size}, {args.image_size}x{args.image_size}, "
-        f"{result['grouped_conv']} grouped convolution on {result['device']})"
+        f"{result['train_gflops_per_second']:.2f} train GFLOP/s at 2 FLOPs per multiply-add "
+        f"({result['mflops']} million multiply-adds per image forward, batch {args.batch_size}, "
+        f"{args.image_size}x{args.image_size}, grouped convolutions "
+        f"{GROUPED_CONV_LABELS[result['grouped_conv']]}, on {result['device']})"
     )
     return 0
 

@@ -206,8 +206,9 @@ _PIXEL_PAIRS_STRIDE1_MAX_PIXELS = 16
 def conv3x3_by_group_chunks(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
     """Return the grouped 3x3 convolution of NHWC `x`, stride 1, as one convolution per chunk.
 
-    Each chunk is a few neighbouring groups, about `_CHUNK_CHANNELS` input channels, with their
-    kernels on a block diagonal. XLA:CPU runs these small dense convolutions side by side on its
+    Each chunk is as many neighbouring groups as fit in `_CHUNK_CHANNELS` input channels, fewer
+    where that count does not divide the groups, and at least one; their kernels go on a block
+    diagonal. XLA:CPU runs these small dense convolutions side by side on its
     cores, and they skip most of the zeros that a block-diagonal kernel of all groups multiplies.
     Forward and backward on a batch of 128, 14x14x64 with 8 groups took 20 ms instead of 46 ms
     for one block-diagonal kernel, and 7x7x96 with 12 groups 6.3 ms instead of 22 ms
@@ -373,7 +374,8 @@ def pixel_pairs_are_cheaper(
     Measured forward and backward (scripts/bench_small_images.py) on a batch of 128, it took 1.2
     instead of 212 ms at 2x2x384 with 48 groups, where XLA:CPU's convolution is slowest. At
     4x4x152 with 19 groups it took 4.1 instead of 17.9 ms, and at 7x7x56 with 7 groups 7.9
-    instead of 15.4 ms. On a batch of 8, the 7x7x56 case took 5.9 against 1.0 ms.
+    instead of 15.4 ms. On a batch of 8, the 7x7x56 case took 5.9 against 1.0 ms. With stride 1,
+    `grouped_conv_form` compares it with group chunks instead, and takes it only up to 4x4.
     """
     height, width = image
     pixels = height * width

@@ -3,18 +3,22 @@
 Usage: python scripts/bench_small_images.py [--config FILE [--trial N] | --case SPEC ...]
        [--batch-size N] [--repeats N]
 
-On the CPU, regnas runs a grouped 3x3 convolution in one of three forms. The dense form expands
-the kernel to a block-diagonal dense kernel and convolves (with stride 2, it multiplies gathered
-pixels: `regnas.models.conv3x3_stride2_as_matmul`; on images of 400 pixels and more regnas uses
-`conv3x3_stride2_by_phases` instead, which `scripts/bench_stride2.py` times). The group-chunk form, stride 1 only, runs one
-dense convolution per chunk of about 16 input channels (`regnas.models.conv3x3_by_group_chunks`).
-The pixel-pair form multiplies all input pixels by one matrix per group
-(`regnas.models.conv3x3_as_pixel_pairs`). `regnas.models.grouped_conv_form` picks one from the
-shape and the batch size. This script times every form on each grouped 3x3 convolution of a
-network, or on each --case. It times the forward pass alone and the forward and backward pass
-together (gradients with respect to the input and the kernel). It prints the median of the
-repeats in milliseconds and the form regnas picks for --batch-size. Without --config or --case
-it times the reference AnyNet (stem 16, stages (1, 24), (2, 56), (4, 152), group width 8).
+On the CPU, regnas runs a grouped 3x3 convolution in one of three forms:
+  - dense: the kernel expanded to a block-diagonal dense kernel, convolved. With stride 2 it
+    multiplies gathered pixels (`regnas.models.conv3x3_stride2_as_matmul`); on images of 400
+    pixels and more regnas uses `conv3x3_stride2_by_phases` instead, which
+    `scripts/bench_stride2.py` times.
+  - group chunks, stride 1 only: one dense convolution per chunk of neighbouring groups
+    (`regnas.models.conv3x3_by_group_chunks`).
+  - pixel pairs: all input pixels multiplied by one matrix per group
+    (`regnas.models.conv3x3_as_pixel_pairs`).
+`regnas.models.grouped_conv_form` picks one from the shape and the batch size. This script times
+every form on each grouped 3x3 convolution of a network, or on each --case. It times the forward
+pass alone and the forward and backward pass together (gradients with respect to the input and
+the kernel). It prints the median of the repeats in milliseconds and the form regnas picks for
+--batch-size. Without --config or --case it times the reference AnyNet (stem 16, stages (1, 24),
+(2, 56), (4, 152), group width 8). Use at least 10 repeats: with fewer, a busy machine can show
+a forward pass slower than forward and backward together.
 
 A --case is IMAGE:STRIDE:WIDTH:GROUP_W, for example 2:1:384:8 (a 2x2 image, stride 1, 384
 channels in groups of 8).
@@ -26,7 +30,7 @@ import argparse
 from collections.abc import Callable
 import sys
 
-from bench_stride2 import add_timing_arguments, load_network, median_ms
+from bench_stride2 import add_timing_arguments, check_trial, load_network, median_ms
 import jax
 from jax import lax
 import jax.numpy as jnp
@@ -173,15 +177,14 @@ def main() -> None:
     add_timing_arguments(parser)
     args = parser.parse_args(attach_case_values(sys.argv[1:]))
 
-    if args.trial is not None and not args.config:
-        parser.error("--trial picks an architecture from a --config file; pass --config FILE too.")
+    check_trial(parser, args.config, args.trial)
     if args.case:
         cases = args.case
     else:
         cases = network_cases(*load_network(parser, args.config, args.trial))
     print(
-        "input          stride  groups  regnas picks  "
-        "dense: fwd / fwd+bwd ms  group chunks: ms     pixel pairs: ms"
+        "input          stride  groups  regnas picks  forward / forward+backward ms: "
+        "dense, group chunks, pixel pairs"
     )
     for case in cases:
         image, stride, width, group_w = case

@@ -77,6 +77,7 @@ def load_network(
     parser: argparse.ArgumentParser, config: str | None, trial: int | None
 ) -> tuple[AnyNetSpec, int]:
     """Return the spec and image size of the `config` file, or of the reference AnyNet."""
+    check_trial(parser, config, trial)
     if config is None:
         stages = [(1, 24), (2, 56), (4, 152)]
         return AnyNetSpec(stages=tuple(StageSpec(d, w, group_w=8) for d, w in stages)), 28
@@ -85,6 +86,12 @@ def load_network(
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     return architecture.spec, architecture.image_size
+
+
+def check_trial(parser: argparse.ArgumentParser, config: str | None, trial: int | None) -> None:
+    """Exit with a usage error when --trial comes without --config, which it picks from."""
+    if trial is not None and not config:
+        parser.error("--trial picks an architecture from a --config file; pass --config FILE too.")
 
 
 def add_timing_arguments(parser: argparse.ArgumentParser) -> None:

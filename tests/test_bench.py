@@ -92,6 +92,14 @@ def test_stride2_script_times_every_form(tmp_path: Path) -> None:
     assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows)
 
 
+@pytest.mark.parametrize("script", ["bench_stride2.py", "bench_small_images.py"])
+def test_scripts_need_config_for_trial(script: str) -> None:
+    result = run_script(script, "--trial", "2")
+
+    assert result.returncode == 2
+    assert "--trial picks an architecture from a --config file" in result.stderr
+
+
 def test_small_images_script_shows_each_pick() -> None:
     cases = ["7:1:56:8", "2:1:384:8", "14:2:56:8"]
     options = [f"--case={case}" for case in cases] + ["--batch-size", "8", "--repeats", "1"]
