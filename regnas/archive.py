@@ -164,7 +164,8 @@ def select_entry(document: Any, trial: int | None) -> tuple[str, Any]:
     """Pick the document of `trial` from a decoded file, with the key prefix of its position.
 
     A single document is returned as it is (prefix ``""``). From a list, the entry whose
-    ``provenance.trial`` is `trial` is returned with the prefix ``[INDEX].``.
+    ``provenance.trial`` is `trial` is returned with the prefix ``[INDEX].``. A list of one
+    entry, such as a Pareto front of one trial, needs no `trial`.
     """
     if trial is not None and (isinstance(trial, bool) or not isinstance(trial, int)):
         raise TypeError(f"trial must be an integer trial number or None, got {trial!r}.")
@@ -186,6 +187,8 @@ def select_entry(document: Any, trial: int | None) -> tuple[str, Any]:
             "the file contains an empty list of architectures. Re-export it with "
             f"'{EXPORT_COMMAND}'."
         )
+    if trial is None and len(document) == 1:
+        return "[0].", document[0]
     if trial is None:
         raise ArchitectureError(
             f"the file contains {len(document)} architectures, of trials {numbers}. Pick one "

@@ -235,6 +235,12 @@ def test_list_needs_trial(tmp_path: Path) -> None:
     assert regnas.load_architecture(path, trial=3).spec == FREE_SPEC
 
 
+def test_list_of_one_needs_no_trial(tmp_path: Path) -> None:
+    path = save_architecture(tmp_path / "front.json", [regnet_document(7)])
+
+    assert regnas.load_architecture(path).regnet == REGNET
+
+
 def test_list_error_names_entry_key(tmp_path: Path) -> None:
     second = regnet_document(7)
     second["anynet"]["stages"][0]["depth"] = -1
