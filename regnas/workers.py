@@ -144,8 +144,18 @@ def run_search(
     return finished
 
 
-def work(config: SearchConfig, storage_url: str, worker: int, show_progress: bool) -> None:
-    """Run trials in this process until the study contains `config.trials` finished trials."""
+def work(
+    config: SearchConfig,
+    storage_url: str,
+    worker: int,
+    show_progress: bool,
+    one_of_several: bool = False,
+) -> None:
+    """Run trials in this process until the study contains `config.trials` finished trials.
+
+    A worker `one_of_several` logs how many samples it rejected; a lone worker leaves that to
+    the search's summary, which counts the same samples.
+    """
     study = open_study(config, storage_url, worker=worker)
     splits = data_lib.load_splits(
         data_lib.find_data_dir(config.data_dir), config.train_size, config.val_size
@@ -212,7 +222,7 @@ def work(config: SearchConfig, storage_url: str, worker: int, show_progress: boo
                 _logger.warning("%s; going on with the next trial.", lost[0])
     finally:
         progress.close()
-        if rejected:
+        if rejected and one_of_several:
             _logger.info(
                 "This worker rejected %s before training (%s).",
                 count_text(rejected, "sampled architecture"),
@@ -284,7 +294,7 @@ def _worker_main(
         os.sched_setaffinity(0, cpus)
     setup_logging(verbose, prefix=f"w{index} ")
     try:
-        work(config, storage_url, worker=index, show_progress=False)
+        work(config, storage_url, worker=index, show_progress=False, one_of_several=True)
     except KeyboardInterrupt:
         sys.exit(130)
     except (SearchError, ValueError, FileNotFoundError) as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import optuna
@@ -81,11 +82,17 @@ def test_budgets_reject_before_compile(
     compiled: list[AnyNetSpec],
     overrides: dict[str, float],
     reason: str,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     config = tiny_config(idx_dir, tmp_path, trials=3, epochs=1, **overrides)
+    caplog.set_level(logging.INFO, logger="regnas")
 
     workers.run_search(config, workers=1)
 
+    # A lone worker leaves the rejected count to the summary, so it appears once.
+    assert "rejected before training" in capsys.readouterr().out
+    assert not [r for r in caplog.records if "This worker rejected" in r.getMessage()]
     trials = load(config).trials
     rejected = [t for t in trials if REJECTED_KEY in t.user_attrs]
     trained = [t for t in trials if REJECTED_KEY not in t.user_attrs]
