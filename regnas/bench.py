@@ -20,7 +20,7 @@ from typing import Any
 from regnas.cli import count_text, run_main, setup_logging
 
 
-# How the printed line names each resolved `grouped_conv` setting.
+# Names of the resolved `grouped_conv` settings in the printed line.
 GROUPED_CONV_LABELS = {
     "dense": "in CPU forms chosen by shape",
     "native": "as XLA's native grouped convolution",
@@ -282,19 +282,15 @@ def main(argv: list[str] | None = None) -> int:
 def _print_segments(rows: list[dict[str, Any]], batch_size: int) -> None:
     total = sum(row["forward_ms"] + row["backward_ms"] for row in rows)
     print(f"{'segment':<8} {'input':>12} {'forward ms':>11} {'backward ms':>12} {'share':>6}")
-    for row in rows[:-1]:
+    for row in rows:
         shape = "x".join(str(size) for size in row["input"])
         both = row["forward_ms"] + row["backward_ms"]
+        # The head's loss and gradient are one executable, timed as its backward pass.
+        forward = "-" if row is rows[-1] else f"{row['forward_ms']:.2f}"
         print(
-            f"{row['segment']:<8} {shape:>12} {row['forward_ms']:>11.2f} "
+            f"{row['segment']:<8} {shape:>12} {forward:>11} "
             f"{row['backward_ms']:>12.2f} {both / total:>6.1%}"
         )
-    head = rows[-1]
-    shape = "x".join(str(size) for size in head["input"])
-    print(
-        f"{head['segment']:<8} {shape:>12} {'-':>11} {head['backward_ms']:>12.2f} "
-        f"{head['backward_ms'] / total:>6.1%}"
-    )
     print(
         f"total {total:.1f} ms per step of {batch_size} images, as if run one by one: "
         f"{batch_size / total * 1e3:.0f} images/s. The head's loss and gradient are one "

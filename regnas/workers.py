@@ -125,7 +125,7 @@ def run_search(
 
     try:
         if workers == 1:
-            work(config, storage_url, worker=0, show_progress=True)
+            work(config, storage_url, worker=0, alone=True)
         else:
             _run_processes(config, storage_url, workers, verbose)
     except KeyboardInterrupt:
@@ -144,17 +144,11 @@ def run_search(
     return finished
 
 
-def work(
-    config: SearchConfig,
-    storage_url: str,
-    worker: int,
-    show_progress: bool,
-    one_of_several: bool = False,
-) -> None:
+def work(config: SearchConfig, storage_url: str, worker: int, alone: bool) -> None:
     """Run trials in this process until the study contains `config.trials` finished trials.
 
-    A worker `one_of_several` logs how many samples it rejected; a lone worker leaves that to
-    the search's summary, which counts the same samples.
+    A worker `alone` in the search shows a progress bar, and leaves the count of samples it
+    rejected to the search's summary. One of several workers logs that count instead.
     """
     study = open_study(config, storage_url, worker=worker)
     splits = data_lib.load_splits(
@@ -171,7 +165,7 @@ def work(
 
     failures, rejected = 0, 0
     first, start = count_finished(study), time.perf_counter()
-    progress = _progress_bar(config, first, enabled=show_progress)
+    progress = _progress_bar(config, first, enabled=alone)
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         nonlocal failures, rejected
@@ -222,7 +216,7 @@ def work(
                 _logger.warning("%s; going on with the next trial.", lost[0])
     finally:
         progress.close()
-        if rejected and one_of_several:
+        if rejected and not alone:
             _logger.info(
                 "This worker rejected %s before training (%s).",
                 count_text(rejected, "sampled architecture"),
@@ -294,7 +288,7 @@ def _worker_main(
         os.sched_setaffinity(0, cpus)
     setup_logging(verbose, prefix=f"w{index} ")
     try:
-        work(config, storage_url, worker=index, show_progress=False, one_of_several=True)
+        work(config, storage_url, worker=index, alone=False)
     except KeyboardInterrupt:
         sys.exit(130)
     except (SearchError, ValueError, FileNotFoundError) as error:

@@ -38,6 +38,7 @@ import numpy as np
 
 from regnas import AnyNetSpec
 from regnas.models import (
+    block_diagonal_kernel,
     conv3x3_as_pixel_pairs,
     conv3x3_by_group_chunks,
     conv3x3_stride2_as_matmul,
@@ -55,10 +56,7 @@ Case = tuple[int, int, int, int]
 
 def dense_form(x: jax.Array, kernel: jax.Array, groups: int, stride: int) -> jax.Array:
     """Convolve with the grouped `kernel` spread onto the diagonal of a dense one."""
-    group_w, width = kernel.shape[2], kernel.shape[3]
-    blocks = kernel.reshape(3, 3, group_w, groups, width // groups)
-    eye = jnp.eye(groups, dtype=kernel.dtype)
-    dense = jnp.einsum("hwigo,fg->hwfigo", blocks, eye).reshape(3, 3, width, width)
+    dense = block_diagonal_kernel(kernel, groups)
     if stride == 2:
         return conv3x3_stride2_as_matmul(x, dense)
     return lax.conv_general_dilated(

@@ -198,10 +198,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 def run_module(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run ``python -m MODULE ARGS`` on this checkout's regnas, as a user runs a command."""
+    return run_python("-m", module, *args, cwd=cwd)
+
+
+def run_python(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` (a module or a script) on this checkout's regnas."""
     # PYTHONPATH puts this checkout first, in case another copy of regnas is installed.
     environment = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *args],
         cwd=cwd,
         env=environment,
         capture_output=True,

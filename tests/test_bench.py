@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 import subprocess
-import sys
 
 import pytest
 
 from regnas import AnyNetSpec, StageSpec
 from regnas.archive import architecture_document, save_architecture
 
-from conftest import REPO, run_module
+from conftest import REPO, run_module, run_python
 
 
 SPEC = AnyNetSpec(stages=(StageSpec(1, 8, group_w=4), StageSpec(2, 16, group_w=8)), stem_w=8)
@@ -28,13 +27,7 @@ def bench_tiny(directory: Path, *options: str) -> subprocess.CompletedProcess[st
 
 def run_script(script: str, *options: str) -> subprocess.CompletedProcess[str]:
     """Run `scripts/SCRIPT` with `options` from the repository root; return the finished run."""
-    return subprocess.run(
-        [sys.executable, f"scripts/{script}", *options],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    return run_python(f"scripts/{script}", *options, cwd=REPO)
 
 
 def test_bench_reports_speed_of_an_architecture_file(tmp_path: Path) -> None:
@@ -108,7 +101,7 @@ def test_small_images_script_shows_each_pick() -> None:
     assert result.returncode == 0, result.stderr
     rows = result.stdout.splitlines()[1:]
     assert [row.split()[0] for row in rows] == ["7x7x56", "2x2x384", "14x14x56"]
-    # On 8 images, 7x7 takes group chunks and 2x2 pixel pairs; stride 2 stays dense.
+    # On 8 images, 7x7 takes group chunks and 2x2 takes pixel pairs. Stride 2 stays dense.
     assert ["group chunks" in row for row in rows] == [True, False, False]
     assert ["pixel pairs" in row for row in rows] == [False, True, False]
     assert ["stride 1 only" in row for row in rows] == [False, False, True]
