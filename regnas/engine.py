@@ -352,11 +352,15 @@ def _drop_staging_caches() -> None:
     `jax.clear_caches()` also drops every compiled executable.
     """
     try:
-        from jax._src import util as jax_util
+        from jax._src import api_util, util as jax_util
 
         jax_util.clear_all_caches()
+        # Not among the caches above: 4,096 donation patterns, keyed by argument tree. A backward
+        # pass's tree holds its forward pass's traced graph, so each entry kept one network's
+        # graph, about 0.5 MB per network of the default space (docs/benchmarks.md).
+        api_util.donation_vector.cache_clear()
     except (ImportError, AttributeError):
-        pass  # A JAX without this private helper: memory grows as it did before.
+        pass  # A JAX without these private helpers: memory grows as it did before.
 
 
 def _initial_optimizer_state(optimizer: optax.GradientTransformation, params: Any) -> Any:

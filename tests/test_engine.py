@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 import contextlib
+import gc
 import math
 import os
 from pathlib import Path
@@ -339,6 +340,28 @@ def test_segment_cache_keeps_at_most_its_size(
     assert compiles, "an evicted block must compile again, or load from the disk cache"
     assert math.isfinite(next(again.epochs()).train_loss)
     assert len(engine._SEGMENT_FUNCTIONS) == 3
+
+
+def test_evicted_segments_leave_no_traced_graphs(
+    device_data: DeviceData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jax._src import core
+
+    config = TrainConfig(epochs=1, batch_size=64)
+    specs = [AnyNetSpec(stages=(StageSpec(1, width),)) for width in (48, 56)]
+    # Room for one network's stem, block and head: each network evicts the other's block.
+    monkeypatch.setenv(engine.SEGMENT_CACHE_ENV, "3")
+
+    def graphs_after_rounds(rounds: int) -> int:
+        for _ in range(rounds):
+            for spec in specs:
+                Trainer(spec, config, device_data).compile()
+        gc.collect()
+        return sum(type(item) is core.Jaxpr for item in gc.get_objects())
+
+    first = graphs_after_rounds(2)
+    # Each compile traces the network again; what an evicted segment traced must not stay.
+    assert graphs_after_rounds(4) <= first
 
 
 def test_segment_compiles_for_one_input_size(device_data: DeviceData) -> None:
