@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+import re
 import subprocess
 
 import pytest
@@ -83,6 +84,28 @@ def test_stride2_script_times_every_form(tmp_path: Path) -> None:
     forms = ["convolution", "matrix multiply", "pixel phases"]
     assert [" ".join(row[2:-2]) for row in rows] == forms * 2
     assert all(float(row[-2]) > 0 and float(row[-1]) > 0 for row in rows)
+
+
+def test_compile_script_splits_by_executable() -> None:
+    result = run_script("bench_compile.py", "--sample", "1", "--threads", "2")
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("network 1: ")
+    counts = {" ".join(line.split()[:-2]): int(line.split()[-2]) for line in lines[2:-1]}
+    # A first network compiles every executable it needs: three per segment, two for the head.
+    assert counts["stem forward"] == counts["stem backward"] == counts["stem evaluation"] == 1
+    assert counts["head train"] == counts["head evaluation"] == 1
+    assert counts["block forward"] == counts["block backward"] == counts["block evaluation"] >= 1
+    total = r"tracing and lowering [0-9.]+ s, compiling [0-9.]+ s on 2 threads \(kinds overlap\)"
+    assert re.fullmatch(total, lines[-1]), lines[-1]
+
+
+def test_compile_script_rejects_bad_option() -> None:
+    result = run_script("bench_compile.py", "--option", "xla_backend_optimization_level")
+
+    assert result.returncode == 2
+    assert "'xla_backend_optimization_level' is not NAME=VALUE" in result.stderr
 
 
 @pytest.mark.parametrize("script", ["bench_stride2.py", "bench_small_images.py"])
