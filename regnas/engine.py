@@ -352,7 +352,8 @@ def _drop_staging_caches() -> None:
     `jax.clear_caches()` also drops every compiled executable.
     """
     try:
-        from jax._src import api_util, util as jax_util
+        from jax._src import api_util
+        from jax._src import util as jax_util
 
         jax_util.clear_all_caches()
         # Not among the caches above: 4,096 donation patterns, keyed by argument tree. A backward
