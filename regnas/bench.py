@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from regnas.cli import count_text, run_main, setup_logging
+from regnas.spec import PRECISIONS
 
 
 # Names of the resolved `grouped_conv` settings in the printed line.
@@ -34,6 +35,7 @@ def benchmark(
     image_size: int = 28,
     grouped_conv: str = "auto",
     repeats: int = 3,
+    precision: str = "float32",
 ) -> dict[str, Any]:
     """Time the train step of `spec`; return compile seconds, images/s and GFLOP/s.
 
@@ -44,6 +46,7 @@ def benchmark(
         image_size: Height and width of the square input images.
         grouped_conv: Grouped-convolution implementation (see `regnas.models`).
         repeats: Timed repeats; the reported speed is their median.
+        precision: The dtype of convolutions and matrix multiplies (`TrainConfig.precision`).
     """
     import jax
 
@@ -51,7 +54,7 @@ def benchmark(
     from regnas.models import resolve_grouped_conv
 
     _check_positive(steps=steps, batch_size=batch_size, repeats=repeats)
-    trainer = _random_data_trainer(spec, batch_size, image_size, grouped_conv)
+    trainer = _random_data_trainer(spec, batch_size, image_size, grouped_conv, precision)
 
     compile_seconds = trainer.compile()
 
@@ -80,6 +83,7 @@ def benchmark(
         "repeats": repeats,
         "image_size": image_size,
         "grouped_conv": resolve_grouped_conv(grouped_conv),  # type: ignore[arg-type]
+        "precision": precision,
         "device": str(jax.devices()[0]),
     }
 
@@ -90,14 +94,17 @@ def segment_times(
     image_size: int = 28,
     grouped_conv: str = "auto",
     repeats: int = 20,
+    precision: str = "float32",
 ) -> list[dict[str, Any]]:
     """Time the forward and backward pass of each segment of `spec` (`Trainer.time_segments`)."""
     _check_positive(batch_size=batch_size, repeats=repeats)
-    trainer = _random_data_trainer(spec, batch_size, image_size, grouped_conv)
+    trainer = _random_data_trainer(spec, batch_size, image_size, grouped_conv, precision)
     return trainer.time_segments(repeats)
 
 
-def _random_data_trainer(spec: Any, batch_size: int, image_size: int, grouped_conv: str) -> Any:
+def _random_data_trainer(
+    spec: Any, batch_size: int, image_size: int, grouped_conv: str, precision: str
+) -> Any:
     """Return a one-epoch `Trainer` of `spec` on two batches of random images on the device."""
     import numpy as np
 
@@ -108,7 +115,7 @@ def _random_data_trainer(spec: Any, batch_size: int, image_size: int, grouped_co
     images = rng.integers(0, 256, shape, dtype=np.uint8)
     labels = rng.integers(0, spec.num_classes, batch_size * 2).astype(np.int32)
     data = DeviceData.create(images, labels, images[:batch_size], labels[:batch_size], batch_size)
-    config = TrainConfig(epochs=1, batch_size=batch_size, seed=0)
+    config = TrainConfig(epochs=1, batch_size=batch_size, seed=0, precision=precision)
     return Trainer(spec, config, data, grouped_conv=grouped_conv)  # type: ignore[arg-type]
 
 
@@ -205,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
         help="grouped-convolution implementation (default: %(default)s)",
     )
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="dtype of convolutions and matrix multiplies; bfloat16 is for GPUs "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
         "--segments",
         action="store_true",
         help="with --config: instead time the forward and backward pass of each segment (stem, "
@@ -256,7 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     spec = load_architecture(args.config, trial=args.trial).spec
     if args.segments:
         rows = segment_times(
-            spec, args.batch_size, args.image_size, args.grouped_conv, args.repeats or 20
+            spec,
+            args.batch_size,
+            args.image_size,
+            args.grouped_conv,
+            args.repeats or 20,
+            args.precision,
         )
         if args.json:
             print(json.dumps(rows))
@@ -264,7 +283,13 @@ def main(argv: list[str] | None = None) -> int:
             _print_segments(rows, args.batch_size)
         return 0
     result = benchmark(
-        spec, args.batch_size, args.steps, args.image_size, args.grouped_conv, args.repeats or 3
+        spec,
+        args.batch_size,
+        args.steps,
+        args.image_size,
+        args.grouped_conv,
+        args.repeats or 3,
+        args.precision,
     )
     if args.json:
         print(json.dumps(result))
@@ -273,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['images_per_second']:.1f} images/s, compile {result['compile_seconds']:.2f} s, "
         f"{result['train_gflops_per_second']:.2f} train GFLOP/s at 2 FLOPs per multiply-add "
         f"({result['mflops']} million multiply-adds per image forward, batch {args.batch_size}, "
-        f"{args.image_size}x{args.image_size}, grouped convolutions "
+        f"{args.image_size}x{args.image_size}, {result['precision']}, grouped convolutions "
         f"{GROUPED_CONV_LABELS[result['grouped_conv']]}, on {result['device']})"
     )
     return 0

@@ -105,10 +105,12 @@ def load_checkpoint(
     trainer: Trainer,
     settings: Mapping[str, Any],
     labels: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Restore `trainer` from the checkpoint at `path` and return the saved epoch history.
 
     `labels` maps setting names to how an error names them, such as a command-line flag.
+    `defaults` gives the values of settings that older checkpoints did not store.
 
     Raises:
         ValueError: The file is not a regnas checkpoint, or it was written with other settings;
@@ -116,7 +118,7 @@ def load_checkpoint(
     """
     fix = "Pass --fresh to replace it, or another --checkpoint-dir."
     raw = read_msgpack(path, FORMAT, VERSION, "a training checkpoint", fix)
-    saved = json.loads(raw["settings"])
+    saved = {**(defaults or {}), **json.loads(raw["settings"])}
     current = json.loads(json.dumps(settings, sort_keys=True))
     for name in sorted(set(saved) | set(current)):
         if saved.get(name) != current.get(name):

@@ -32,6 +32,7 @@ from regnas.models import (
     BottleneckBlock,
     GroupedConvImpl,
     Stem,
+    check_precision,
     init_variables,
     resolve_grouped_conv,
 )
@@ -63,8 +64,11 @@ class TrainConfig:
             the training loss; 0 trains on plain cross-entropy.
         ema_decay: Decay of an exponential moving average of the parameters and BatchNorm
             statistics, updated after every step; 0 keeps no average.
+        precision: The dtype of convolutions and matrix multiplies: "float32", or "bfloat16"
+            for GPUs. Parameters, gradients, BatchNorm and the loss stay float32.
 
-    The last four default to off, which is how searches train.
+    The recipe fields `crop_padding`, `flip`, `label_smoothing` and `ema_decay` default to off,
+    which is how searches train.
     """
 
     epochs: int = 10
@@ -79,6 +83,7 @@ class TrainConfig:
     flip: bool = False
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -108,6 +113,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}.")
+        check_precision(self.precision)
 
     @property
     def augments(self) -> bool:
@@ -423,7 +429,7 @@ class Trainer:
     ) -> None:
         use_compile_cache()
         self.spec, self.config, self.data = spec, config, data
-        self.model = AnyNet(spec, grouped_conv=grouped_conv)
+        self.model = AnyNet(spec, grouped_conv=grouped_conv, precision=config.precision)
         self.impl = resolve_grouped_conv(grouped_conv)
         available = len(data.train_images)
         if config.epoch_size is not None and config.epoch_size > available:
@@ -506,7 +512,7 @@ class Trainer:
         else:
             kind = segment.key[0]
             if kind == "stem":
-                functions = _stem_functions(self.spec, self.optimizer, self.config.batch_size)
+                functions = _stem_functions(self.spec, self.optimizer, self.config)
             elif kind == "block":
                 _, block, stride, _, _, impl, _ = segment.key
                 functions = _block_functions(BottleneckBlock(block, stride, impl), self.optimizer)
@@ -809,9 +815,9 @@ def _update(
 
 
 def _stem_functions(
-    spec: AnyNetSpec, optimizer: optax.GradientTransformation, batch_size: int
+    spec: AnyNetSpec, optimizer: optax.GradientTransformation, config: TrainConfig
 ) -> dict[str, Any]:
-    stem = Stem(spec)
+    stem, batch_size = Stem(spec, config.precision), config.batch_size
 
     def forward(
         params: Any, stats: Any, images: jax.Array, order: jax.Array, step: jax.Array
@@ -869,7 +875,7 @@ def _head_functions(
     head = nn.Dense(num_classes)
 
     def logits(params: Any, x: jax.Array) -> Any:
-        return head.apply({"params": params}, jnp.mean(x, axis=(1, 2)))
+        return head.apply({"params": params}, jnp.mean(x.astype(jnp.float32), axis=(1, 2)))
 
     def train(
         params: Any,

@@ -18,7 +18,7 @@ import numpy as np
 
 from regnas.archive import Architecture
 from regnas.complexity import se_width
-from regnas.spec import AnyNetSpec, StageSpec
+from regnas.spec import PRECISIONS, AnyNetSpec, StageSpec
 
 
 GroupedConvImpl = Literal["auto", "dense", "native"]
@@ -108,19 +108,22 @@ class BatchNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        # Statistics and normalization run in float32, whatever dtype the convolutions use.
+        dtype, x = x.dtype, x.astype(jnp.float32)
         features = x.shape[-1]
         scale = self.param("scale", self.scale_init, (features,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
         mean = self.variable("batch_stats", "mean", jnp.zeros, (features,), jnp.float32)
         var = self.variable("batch_stats", "var", jnp.ones, (features,), jnp.float32)
         if self.use_running_average:
-            return (x - mean.value) * (lax.rsqrt(var.value + _EPSILON) * scale) + bias
+            y = (x - mean.value) * (lax.rsqrt(var.value + _EPSILON) * scale) + bias
+            return y.astype(dtype)
         y, batch_mean, batch_var = _batch_norm(x, scale, bias, _EPSILON)
         if not self.is_initializing():
             batch_mean, batch_var = lax.stop_gradient((batch_mean, batch_var))
             mean.value = _MOMENTUM * mean.value + (1 - _MOMENTUM) * batch_mean
             var.value = _MOMENTUM * var.value + (1 - _MOMENTUM) * batch_var
-        return y
+        return y.astype(dtype)
 
 
 _norm = BatchNorm
@@ -435,8 +438,11 @@ class SqueezeExcitation(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         scale = jnp.mean(x, axis=(1, 2), keepdims=True)
-        scale = nn.relu(nn.Conv(self.w_se, (1, 1), kernel_init=_conv_init, name="reduce")(scale))
-        scale = nn.Conv(x.shape[-1], (1, 1), kernel_init=_conv_init, name="expand")(scale)
+        conv = functools.partial(
+            nn.Conv, kernel_size=(1, 1), kernel_init=_conv_init, dtype=x.dtype
+        )
+        scale = nn.relu(conv(self.w_se, name="reduce")(scale))
+        scale = conv(x.shape[-1], name="expand")(scale)
         scale = nn.sigmoid(scale)
         return x * scale
 
@@ -472,11 +478,15 @@ class BottleneckBlock(nn.Module):
         return nn.relu(y + shortcut)
 
 
-def stem_layers(spec: AnyNetSpec, x: jax.Array, train: bool) -> jax.Array:
+def stem_layers(
+    spec: AnyNetSpec, x: jax.Array, train: bool, precision: str = "float32"
+) -> jax.Array:
     """Apply the stem (3x3 convolution, BN, ReLU) as layers ``stem`` and ``stem_bn`` of the caller.
 
     Called from a compact method, so `AnyNet` and `Stem` name the layers alike and share weights.
+    The output has the dtype `precision` names, in which the blocks then compute.
     """
+    x = x.astype(precision)
     x = nn.Conv(
         spec.stem_w,
         (3, 3),
@@ -484,6 +494,7 @@ def stem_layers(spec: AnyNetSpec, x: jax.Array, train: bool) -> jax.Array:
         padding=((1, 1), (1, 1)),
         use_bias=False,
         kernel_init=_conv_init,
+        dtype=x.dtype,
         name="stem",
     )(x)
     return nn.relu(_norm(use_running_average=not train, name="stem_bn")(x))
@@ -493,30 +504,46 @@ class Stem(nn.Module):
     """The stem of `AnyNet` alone; its variables are the ``stem`` and ``stem_bn`` of AnyNet's."""
 
     spec: AnyNetSpec
+    precision: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        return stem_layers(self.spec, x, train)
+        return stem_layers(self.spec, x, train, self.precision)
 
 
 class AnyNet(nn.Module):
-    """AnyNet classifier built from an `AnyNetSpec`; inputs are NHWC floats."""
+    """AnyNet classifier built from an `AnyNetSpec`; inputs are NHWC floats.
+
+    Attributes:
+        spec: The architecture.
+        grouped_conv: How grouped convolutions run; see `resolve_grouped_conv`.
+        precision: The dtype of convolutions and matrix multiplies, one of `PRECISIONS`.
+            Parameters, BatchNorm, pooling and the classifier stay float32.
+    """
 
     spec: AnyNetSpec
     grouped_conv: GroupedConvImpl = "auto"
+    precision: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         spec, impl = self.spec, resolve_grouped_conv(self.grouped_conv)
-        x = stem_layers(spec, x, train)
+        check_precision(self.precision)
+        x = stem_layers(spec, x, train, self.precision)
         for stage_index, stage in enumerate(spec.stages, start=1):
             for block_index in range(1, stage.depth + 1):
                 stride = stage.stride if block_index == 1 else 1
                 x = BottleneckBlock(stage, stride, impl, name=f"s{stage_index}_b{block_index}")(
                     x, train
                 )
-        x = jnp.mean(x, axis=(1, 2))
+        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         return nn.Dense(spec.num_classes, kernel_init=_head_init, name="head")(x)
+
+
+def check_precision(precision: str, label: str = "precision") -> None:
+    """Raise ValueError, naming the setting as `label`, unless `precision` is in `PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{label} must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
 
 
 def build_model(

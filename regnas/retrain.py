@@ -49,7 +49,10 @@ RECIPE_FIELDS = (
     "flip",
     "label_smoothing",
     "ema_decay",
+    "precision",
 )
+# Settings that older checkpoints did not store, with the value they trained with.
+_OLD_DEFAULTS = {"precision": "float32"}
 # The flag that sets each setting, as a checkpoint mismatch error names it.
 _SETTING_FLAGS = {
     "train_images": "--train-size",
@@ -228,7 +231,7 @@ def _resume(
     if fresh:
         _logger.info("--fresh: starting at epoch 1; the first epoch replaces %s", checkpoint)
         return []
-    history = load_checkpoint(checkpoint, trainer, settings, _SETTING_FLAGS)
+    history = load_checkpoint(checkpoint, trainer, settings, _SETTING_FLAGS, _OLD_DEFAULTS)
     _logger.info(
         "Resuming from %s after epoch %d of %d", checkpoint, trainer.epoch, trainer.config.epochs
     )

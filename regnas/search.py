@@ -9,6 +9,7 @@ import sys
 
 from regnas.cli import StopRequest, run_main, setup_logging
 from regnas.space import SPACE_NAMES, load_space_config, make_space
+from regnas.spec import PRECISIONS
 from regnas.study import DEFAULT_EPOCH_SIZE, SAMPLERS, SearchConfig
 
 
@@ -120,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="reject sampled architectures with more parameters before compiling them",
     )
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=defaults.precision,
+        help="dtype of convolutions and matrix multiplies; bfloat16 is for GPUs, and weights, "
+        "BatchNorm and the loss stay float32 (default: %(default)s)",
+    )
+    parser.add_argument(
         "--objectives",
         default="accuracy",
         help="comma-separated objectives: accuracy (maximized), or error followed by mflops "
@@ -187,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         lr=args.lr,
         weight_decay=args.weight_decay,
+        precision=args.precision,
         max_mflops=args.max_mflops,
         data_dir=args.data_dir,
     )

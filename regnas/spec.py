@@ -13,6 +13,11 @@ import dataclasses
 from typing import Any
 
 
+# Dtypes that a network's convolutions and matrix multiplies may compute in. Parameters,
+# BatchNorm and the loss stay float32 in both.
+PRECISIONS = ("float32", "bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class StageSpec:
     """One stage: `depth` bottleneck blocks of output width `width`.

@@ -23,6 +23,7 @@ import optuna
 from regnas.cli import DEFAULT_STUDY, StopRequest, TrialFailedElsewhere, count_text
 from regnas.complexity import complexity
 from regnas.engine import DeviceData, EpochResult, NonFiniteLossError, TrainConfig, Trainer
+from regnas.models import check_precision
 from regnas.space import SPACE_NAMES, RegNetSpace, Space, make_space
 from regnas.spec import AnyNetSpec
 from regnas.storage import open_storage
@@ -95,6 +96,7 @@ class SearchConfig:
         space: The design space and its ranges.
         lr: Peak learning rate.
         weight_decay: L2 penalty on kernels.
+        precision: The dtype of convolutions and matrix multiplies (`TrainConfig.precision`).
     """
 
     study: str = DEFAULT_STUDY
@@ -123,6 +125,7 @@ class SearchConfig:
     # validation accuracy than 0.1 (docs/benchmarks.md, "How many images a trial needs").
     lr: float = 0.2
     weight_decay: float = 5e-4
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         for name in ("trials", "epochs", "train_size", "val_size", "batch_size"):
@@ -174,6 +177,7 @@ class SearchConfig:
             if not (number and math.isfinite(value) and (value > 0 or (zero_ok and value == 0))):
                 bound = ">= 0" if zero_ok else "> 0"
                 raise ValueError(f"{flag} must be a finite number {bound}, got {value!r}.")
+        check_precision(self.precision, "--precision")
         if self.epoch_size is None:
             # Frozen, so the resolved default is set the way dataclasses set fields.
             object.__setattr__(self, "epoch_size", min(DEFAULT_EPOCH_SIZE, self.train_size))
@@ -227,6 +231,7 @@ class SearchConfig:
             lr=self.lr,
             weight_decay=self.weight_decay,
             seed=seed,
+            precision=self.precision,
         )
 
     def study_settings(self) -> dict[str, Any]:
@@ -244,6 +249,7 @@ class SearchConfig:
             "sampler": self.sampler,
             "lr": self.lr,
             "weight_decay": self.weight_decay,
+            "precision": self.precision,
             "stem_w": self.stem_w,
             "stem_stride": self.stem_stride,
             "image_size": IMAGE_SIZE,
@@ -400,6 +406,7 @@ def upgrade_settings(stored: dict[str, Any]) -> dict[str, Any]:
         "max_params": None,
         "objectives": ["accuracy"],
         "sampler": "tpe",
+        "precision": "float32",
         **stored,
     }
     # Before epoch_size existed, every epoch was one pass over the training images.
@@ -441,6 +448,7 @@ _FLAG_SETTINGS = (
     "max_params",
     "lr",
     "weight_decay",
+    "precision",
 )
 
 

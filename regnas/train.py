@@ -7,6 +7,7 @@ import json
 import sys
 
 from regnas.cli import count_text, run_main, setup_logging
+from regnas.spec import PRECISIONS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,6 +127,13 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         help="decay of a moving average of the weights and BatchNorm statistics, which is "
         "then saved and evaluated instead of the last weights; 0 disables it, 0.999 is a "
         "typical value (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="dtype of convolutions and matrix multiplies; bfloat16 is for GPUs, and weights, "
+        "BatchNorm and the loss stay float32 (default: %(default)s)",
     )
 
 

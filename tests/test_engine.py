@@ -202,6 +202,31 @@ def test_segmented_step_matches_whole_network(device_data: DeviceData) -> None:
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
+def test_bfloat16_training_keeps_float32_state(device_data: DeviceData) -> None:
+    spec = AnyNetSpec(stages=(StageSpec(1, 16, group_w=8), StageSpec(1, 32, group_w=8)))
+    results = {}
+    for precision in ("float32", "bfloat16"):
+        config = TrainConfig(epochs=2, batch_size=64, precision=precision)
+        trainer = Trainer(spec, config, device_data)
+        results[precision] = list(trainer.epochs())
+        state = trainer.state
+        leaves = jax.tree_util.tree_leaves((state.params, state.batch_stats, state.opt_state))
+        # Weights, statistics and momentum stay float32; only the step counter is an integer.
+        assert {leaf.dtype for leaf in leaves} <= {jnp.dtype("float32"), jnp.dtype("int32")}
+
+    # Close, but not equal: the blocks did compute in bfloat16.
+    assert results["bfloat16"][-1].train_loss != results["float32"][-1].train_loss
+    for single, half in zip(results["float32"], results["bfloat16"], strict=True):
+        assert math.isfinite(half.train_loss)
+        assert half.train_loss == pytest.approx(single.train_loss, abs=0.05)
+        assert half.eval_accuracy == pytest.approx(single.eval_accuracy, abs=0.1)
+
+
+def test_config_rejects_unknown_precision() -> None:
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16"):
+        TrainConfig(precision="float16")
+
+
 def test_non_finite_loss_raises(device_data: DeviceData) -> None:
     trainer = Trainer(
         SPEC, TrainConfig(epochs=3, batch_size=64, lr=1e30, warmup_epochs=0), device_data

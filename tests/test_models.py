@@ -3,6 +3,8 @@ host initialization."""
 
 from __future__ import annotations
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -203,3 +205,35 @@ def test_parameter_paths_are_stable() -> None:
         "proj_bn",
         "se",
     ]
+
+
+def test_bfloat16_model_computes_in_bfloat16() -> None:
+    spec = AnyNetSpec(
+        stages=(StageSpec(1, 16, group_w=8), StageSpec(1, 32, group_w=8, se_ratio=0.25))
+    )
+    single = AnyNet(spec)
+    half = AnyNet(spec, precision="bfloat16")
+    variables = init_variables(single, 0, (1, 28, 28, 1))
+    x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+
+    text = jax.jit(lambda v: half.apply(v, x, True, mutable=["batch_stats"])).lower(variables)
+    # The result types of the lowered convolutions and matrix multiplies, in program order.
+    products = re.findall(
+        r"stablehlo\.(?:convolution|dot_general).*-> tensor<[0-9x]*(\w+)>", text.as_text()
+    )
+    # Every convolution and matrix multiply but the classifier's computes in bfloat16.
+    assert len(products) > 8
+    assert products[:-1] == ["bf16"] * (len(products) - 1)
+    assert products[-1] == "f32"
+    logits, updates = half.apply(variables, x, True, mutable=["batch_stats"])
+    assert logits.dtype == jnp.float32
+    assert {leaf.dtype for leaf in jax.tree_util.tree_leaves(updates)} == {jnp.dtype("float32")}
+    expected = single.apply(variables, x, False)
+    np.testing.assert_allclose(half.apply(variables, x, False), expected, rtol=0.1, atol=0.02)
+
+
+def test_unknown_precision_is_rejected() -> None:
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, got 'fp16'"):
+        AnyNet(AnyNetSpec(stages=(StageSpec(1, 16),)), precision="fp16").init(
+            jax.random.key(0), jnp.zeros((1, 28, 28, 1))
+        )

@@ -117,6 +117,34 @@ def test_changed_setting_keeps_checkpoint(
     assert checkpoint.read_bytes() == before
 
 
+def test_checkpoint_without_precision_resumes_in_float32(
+    architecture: Path, idx_dir: Path, tmp_path: Path
+) -> None:
+    run(architecture, idx_dir, tmp_path / "run", TrainConfig(epochs=1, batch_size=64))
+    checkpoint = tmp_path / "run" / CHECKPOINT_NAME
+    # Checkpoints written before the precision setting existed do not store it.
+    raw = serialization.msgpack_restore(checkpoint.read_bytes())
+    settings = json.loads(raw["settings"])
+    del settings["precision"]
+    raw["settings"] = json.dumps(settings)
+    checkpoint.write_bytes(serialization.msgpack_serialize(raw))
+    before = checkpoint.read_bytes()
+
+    with pytest.raises(
+        ValueError, match='with --precision "float32", but this run has --precision "bfloat16"'
+    ):
+        run(
+            architecture,
+            idx_dir,
+            tmp_path / "run",
+            TrainConfig(epochs=1, batch_size=64, precision="bfloat16"),
+        )
+    assert checkpoint.read_bytes() == before
+    # The same float32 run resumes: its one epoch is done, so nothing is trained again.
+    resumed = run(architecture, idx_dir, tmp_path / "run", TrainConfig(epochs=1, batch_size=64))
+    assert [entry["epoch"] for entry in resumed["history"]] == [1]
+
+
 def test_changed_architecture_keeps_checkpoint(
     architecture: Path, idx_dir: Path, tmp_path: Path
 ) -> None:

@@ -201,12 +201,23 @@ def test_other_space_name_refuses_resume(tmp_path: Path) -> None:
         open_study(SearchConfig(study="s", objectives=("error", "mflops")), storage)
 
 
+def test_other_precision_refuses_resume(tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    open_study(SearchConfig(study="s"), storage)
+
+    with pytest.raises(ValueError) as error:
+        open_study(SearchConfig(study="s", precision="bfloat16"), storage)
+
+    assert "precision: stored 'float32', now 'bfloat16'" in str(error.value)
+    assert "--precision float32" in str(error.value)
+
+
 def test_study_from_first_release_resumes(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'v1.db'}"
     config = SearchConfig(study="v1")
     study = optuna.create_study(study_name="v1", storage=storage, direction="maximize")
     settings = config.study_settings()
-    for key in ("min_mflops", "max_params", "objectives"):
+    for key in ("min_mflops", "max_params", "objectives", "precision"):
         del settings[key]
     del settings["space"]["name"]
     study.set_user_attr(SETTINGS_KEY, settings)
