@@ -363,7 +363,7 @@ def _drop_staging_caches() -> None:
 
         jax_util.clear_all_caches()
         # Not among the caches above: 4,096 donation patterns, keyed by argument tree. A backward
-        # pass's tree holds its forward pass's traced graph, so each entry kept one network's
+        # pass's tree contains its forward pass's traced graph, so each entry kept one network's
         # graph, about 0.5 MB per network of the default space (docs/benchmarks.md).
         api_util.donation_vector.cache_clear()
     except (ImportError, AttributeError):
