@@ -119,7 +119,9 @@ def _random_data_trainer(
     return Trainer(spec, config, data, grouped_conv=grouped_conv)  # type: ignore[arg-type]
 
 
-def sample_compile_times(count: int, seed: int = 0, batch_size: int = 128) -> list[dict[str, Any]]:
+def sample_compile_times(
+    count: int, seed: int = 0, batch_size: int = 128, precision: str = "float32"
+) -> list[dict[str, Any]]:
     """Compile `count` random architectures of the default search space in turn, as a worker does.
 
     Segments compiled for earlier architectures are reused, as in a search, so the times are
@@ -140,7 +142,8 @@ def sample_compile_times(count: int, seed: int = 0, batch_size: int = 128) -> li
     data = DeviceData.create(images, labels, images[:batch_size], labels[:batch_size], batch_size)
     results: list[dict[str, Any]] = []
     for trial, spec in sample_at_random(SearchConfig(), count, seed):
-        trainer = Trainer(spec, TrainConfig(epochs=1, batch_size=batch_size), data)
+        config = TrainConfig(epochs=1, batch_size=batch_size, precision=precision)
+        trainer = Trainer(spec, config, data)
         results.append(
             {
                 "mflops": trial.user_attrs["mflops"],
@@ -215,8 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         "--precision",
         choices=PRECISIONS,
         default="float32",
-        help="dtype of convolutions and matrix multiplies; bfloat16 is for GPUs "
-        "(default: %(default)s)",
+        help="dtype the stem and blocks compute in; bfloat16 is for GPUs (default: %(default)s)",
     )
     parser.add_argument(
         "--segments",
@@ -226,26 +228,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if args.sample is not None and args.sample < 1:
-        parser.error(f"--sample must be a positive integer, got {args.sample}.")
-    for flag, value in (
-        ("--batch-size", args.batch_size),
-        ("--image-size", args.image_size),
-        ("--steps", args.steps),
-        ("--repeats", args.repeats),
-    ):
-        if value is not None and value < 1:
-            parser.error(f"{flag} must be a positive integer, got {value}.")
-    if args.segments and args.sample:
-        parser.error(
-            "--segments times one architecture: pass it with --config FILE, not --sample."
-        )
+    _check_arguments(parser, args)
     setup_logging()
 
     from regnas.archive import load_architecture
 
     if args.sample:
-        times = sample_compile_times(args.sample, batch_size=args.batch_size)
+        times = sample_compile_times(
+            args.sample, batch_size=args.batch_size, precision=args.precision
+        )
         seconds = [result["compile_seconds"] for result in times]
         if args.json:
             print(json.dumps(times))
@@ -280,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             print(json.dumps(rows))
         else:
-            _print_segments(rows, args.batch_size)
+            _print_segments(rows, args.batch_size, args.precision)
         return 0
     result = benchmark(
         spec,
@@ -304,7 +295,45 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_segments(rows: list[dict[str, Any]], batch_size: int) -> None:
+def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through `parser.error` on a bad number, or on options that the mode does not use."""
+    if args.sample is not None and args.sample < 1:
+        parser.error(f"--sample must be a positive integer, got {args.sample}.")
+    for flag, value in (
+        ("--batch-size", args.batch_size),
+        ("--image-size", args.image_size),
+        ("--steps", args.steps),
+        ("--repeats", args.repeats),
+    ):
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be a positive integer, got {value}.")
+    if args.segments and args.sample:
+        parser.error(
+            "--segments times one architecture: pass it with --config FILE, not --sample."
+        )
+    if args.sample:
+        options = {
+            "--trial": "trial",
+            "--steps": "steps",
+            "--repeats": "repeats",
+            "--image-size": "image_size",
+            "--grouped-conv": "grouped_conv",
+        }
+        ignored = [
+            flag
+            for flag, name in options.items()
+            if getattr(args, name) != parser.get_default(name)
+        ]
+        if ignored:
+            parser.error(
+                f"--sample compiles default-space networks for 28x28 images and times no "
+                f"training, so it cannot use {', '.join(ignored)}. Drop "
+                f"{'it' if len(ignored) == 1 else 'them'}, or time one architecture with "
+                "--config FILE."
+            )
+
+
+def _print_segments(rows: list[dict[str, Any]], batch_size: int, precision: str) -> None:
     total = sum(row["forward_ms"] + row["backward_ms"] for row in rows)
     print(f"{'segment':<8} {'input':>12} {'forward ms':>11} {'backward ms':>12} {'share':>6}")
     for row in rows:
@@ -317,8 +346,8 @@ def _print_segments(rows: list[dict[str, Any]], batch_size: int) -> None:
             f"{row['backward_ms']:>12.2f} {both / total:>6.1%}"
         )
     print(
-        f"total {total:.1f} ms per step of {batch_size} images, as if run one by one: "
-        f"{batch_size / total * 1e3:.0f} images/s. The head's loss and gradient are one "
+        f"total {total:.1f} ms per step of {batch_size} images in {precision}, as if run one "
+        f"by one: {batch_size / total * 1e3:.0f} images/s. The head's loss and gradient are one "
         "executable, counted as backward."
     )
 

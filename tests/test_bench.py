@@ -101,11 +101,19 @@ def test_compile_script_splits_by_executable() -> None:
     assert re.fullmatch(total, lines[-1]), lines[-1]
 
 
-def test_compile_script_rejects_bad_option() -> None:
-    result = run_script("bench_compile.py", "--option", "xla_backend_optimization_level")
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("xla_backend_optimization_level", "'xla_backend_optimization_level' is not NAME=VALUE"),
+        ("xla_not_a_flag=1", "XLA rejected the options {'xla_not_a_flag': 1}"),
+    ],
+)
+def test_compile_script_rejects_bad_option(value: str, message: str) -> None:
+    result = run_script("bench_compile.py", "--option", value)
 
     assert result.returncode == 2
-    assert "'xla_backend_optimization_level' is not NAME=VALUE" in result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("script", ["bench_stride2.py", "bench_small_images.py"])
@@ -164,7 +172,8 @@ def test_bench_segments_times_every_segment(tmp_path: Path) -> None:
 
 
 def test_bench_segments_table(tmp_path: Path) -> None:
-    result = bench_tiny(tmp_path, "--segments", "--repeats", "1", "--batch-size", "16")
+    options = ["--segments", "--repeats", "1", "--batch-size", "16", "--precision", "bfloat16"]
+    result = bench_tiny(tmp_path, *options)
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -174,7 +183,16 @@ def test_bench_segments_table(tmp_path: Path) -> None:
     assert lines[-2].split()[0] == "head"
     assert lines[-2].split()[2] == "-"
     assert lines[-1].startswith("total ")
+    assert " ms per step of 16 images in bfloat16, " in lines[-1]
     assert lines[-1].endswith("counted as backward.")
+
+
+def test_bench_sample_rejects_options_it_cannot_use() -> None:
+    result = run_module("regnas.bench", "--sample", "1", "--image-size", "32", cwd=REPO)
+
+    assert result.returncode == 2
+    assert "--sample compiles default-space networks for 28x28 images" in result.stderr
+    assert "cannot use --image-size. Drop it" in result.stderr
 
 
 def test_bench_segments_need_one_architecture() -> None:
