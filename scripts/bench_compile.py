@@ -7,7 +7,8 @@ shape's and the head's forward pass, backward pass (with the SGD update) and eva
 For the first N architectures that ``python -m regnas.bench --sample N`` compiles, this script
 traces and lowers the executables of every segment shape not seen in an earlier network, as the
 engine does, then compiles them. It prints the seconds of tracing and lowering, and of compiling
-each kind of executable. The disk cache of compiled code stays off, so every shape compiles.
+each kind of executable. The disk caches of compiled code (regnas's and JAX's) stay off, so every
+shape compiles.
 
 --threads N compiles the executables of a network on N threads. --option passes an XLA compiler
 option to every executable, on top of regnas's own (`regnas.engine.CPU_COMPILER_OPTIONS`), for
@@ -124,6 +125,7 @@ def main() -> int:
     args = parser.parse_args()
     os.environ["REGNAS_COMPILE_CACHE"] = "off"
 
+    import jax
     import numpy as np
     import optuna
 
@@ -137,6 +139,12 @@ def main() -> int:
     labels = rng.integers(0, 10, batch * 2).astype(np.int32)
     data = DeviceData.create(images, labels, images[:batch], labels[:batch], batch)
     options = {**CPU_COMPILER_OPTIONS, **dict(args.option)}
+    # Every shape must compile, also where the user set JAX's own cache directory.
+    jax.config.update("jax_enable_compilation_cache", False)
+    try:
+        jax.jit(lambda x: x + 1).lower(1.0).compile(options)
+    except jax.errors.JaxRuntimeError as error:
+        parser.error(f"--option: XLA rejected the options {dict(args.option)}: {error}")
     seen: set[Any] = set()
     seconds: collections.Counter[str] = collections.Counter()
     counts: collections.Counter[str] = collections.Counter()
@@ -165,6 +173,8 @@ def main() -> int:
             f"{sum(spec.stage_depths)} blocks, compiled in {network:.2f} s",
             flush=True,
         )
+    if args.option:
+        print("options: " + ", ".join(f"{name}={value}" for name, value in args.option))
     print(f"{'executable':<18} {'count':>5} {'compile s':>10}")
     for kind, total in seconds.most_common():
         print(f"{kind:<18} {counts[kind]:>5} {total:>10.2f}")
