@@ -174,9 +174,9 @@ def retrain(
             _train(trainer, history, checkpoint, settings, options)
         else:
             _logger.info(
-                "All %d epochs are trained already; evaluating the model. Pass --fresh to "
+                "Training is already complete (%s); evaluating the model. Pass --fresh to "
                 "train again.",
-                train_config.epochs,
+                count_text(train_config.epochs, "epoch"),
             )
         save_model(model_file, document, trainer.final_variables())
 

@@ -96,7 +96,7 @@ class SearchConfig:
         space: The design space and its ranges.
         lr: Peak learning rate.
         weight_decay: L2 penalty on kernels.
-        precision: The dtype of convolutions and matrix multiplies (`TrainConfig.precision`).
+        precision: The dtype the stem and blocks compute in (`TrainConfig.precision`).
     """
 
     study: str = DEFAULT_STUDY
@@ -302,7 +302,7 @@ def describe_search(config: SearchConfig) -> str:
     elif not config.prunes:
         pruning = "pruning off (a random sample trains every model fully, for honest EDFs)"
     elif config.epochs == 1:
-        pruning = "pruning off (with 1 epoch per trial, no trial can stop early)"
+        pruning = "pruning off: with 1 epoch per trial, no trial can stop early"
     else:
         # Each epoch drops the last partial batch, as regnas.engine.Trainer does.
         images = config.epoch_size // config.batch_size * config.batch_size

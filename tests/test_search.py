@@ -119,7 +119,7 @@ def test_description_counts_whole_batches() -> None:
 def test_one_epoch_says_pruning_off() -> None:
     config = SearchConfig(epochs=1)
     assert describe_search(config).endswith(
-        "pruning off (with 1 epoch per trial, no trial can stop early)"
+        "pruning off: with 1 epoch per trial, no trial can stop early"
     )
 
 
