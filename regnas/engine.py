@@ -64,8 +64,8 @@ class TrainConfig:
             the training loss; 0 trains on plain cross-entropy.
         ema_decay: Decay of an exponential moving average of the parameters and BatchNorm
             statistics, updated after every step; 0 keeps no average.
-        precision: The dtype of convolutions and matrix multiplies: "float32", or "bfloat16"
-            for GPUs. Parameters, gradients, BatchNorm and the loss stay float32.
+        precision: The dtype the stem and blocks compute in: "float32", or "bfloat16" for
+            GPUs. Parameters, gradients, BatchNorm, the head and the loss stay float32.
 
     The recipe fields `crop_padding`, `flip`, `label_smoothing` and `ema_decay` default to off,
     which is how searches train.
@@ -363,8 +363,9 @@ def _drop_staging_caches() -> None:
 
         jax_util.clear_all_caches()
         # Not among the caches above: 4,096 donation patterns, keyed by argument tree. A backward
-        # pass's tree contains its forward pass's traced graph, so each entry kept one network's
-        # graph, about 0.5 MB per network of the default space (docs/benchmarks.md).
+        # pass's tree contains its forward pass's traced graph, so each compiled backward pass
+        # left that graph behind, about 0.5 MB per network of the default space
+        # (docs/benchmarks.md).
         api_util.donation_vector.cache_clear()
     except (ImportError, AttributeError):
         pass  # A JAX without these private helpers: memory grows as it did before.

@@ -517,8 +517,8 @@ class AnyNet(nn.Module):
     Attributes:
         spec: The architecture.
         grouped_conv: How grouped convolutions run; see `resolve_grouped_conv`.
-        precision: The dtype of convolutions and matrix multiplies, one of `PRECISIONS`.
-            Parameters, BatchNorm, pooling and the classifier stay float32.
+        precision: The dtype the stem and blocks compute in, one of `PRECISIONS`. Parameters,
+            BatchNorm and the head (pooling and classifier) stay float32.
     """
 
     spec: AnyNetSpec

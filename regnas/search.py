@@ -124,8 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision",
         choices=PRECISIONS,
         default=defaults.precision,
-        help="dtype of convolutions and matrix multiplies; bfloat16 is for GPUs, and weights, "
-        "BatchNorm and the loss stay float32 (default: %(default)s)",
+        help="dtype the stem and blocks compute in; bfloat16 is for GPUs, and weights, "
+        "BatchNorm, the head and the loss stay float32 (default: %(default)s)",
     )
     parser.add_argument(
         "--objectives",

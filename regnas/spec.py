@@ -13,8 +13,8 @@ import dataclasses
 from typing import Any
 
 
-# Dtypes that a network's convolutions and matrix multiplies may compute in. Parameters,
-# BatchNorm and the loss stay float32 in both.
+# Dtypes that a network's stem and blocks may compute in. Parameters, BatchNorm, the head and
+# the loss stay float32 in both.
 PRECISIONS = ("float32", "bfloat16")
 
 

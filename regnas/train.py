@@ -132,8 +132,8 @@ def _add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="float32",
-        help="dtype of convolutions and matrix multiplies; bfloat16 is for GPUs, and weights, "
-        "BatchNorm and the loss stay float32 (default: %(default)s)",
+        help="dtype the stem and blocks compute in; bfloat16 is for GPUs, and weights, "
+        "BatchNorm, the head and the loss stay float32 (default: %(default)s)",
     )
 
 
