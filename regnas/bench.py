@@ -125,9 +125,9 @@ def sample_compile_times(
     """Compile `count` random architectures of the default search space in turn, as a worker does.
 
     Segments compiled for earlier architectures are reused, as in a search, so the times are
-    what trials see. Returns, per architecture, its MFLOPs, depth, compile seconds and the
+    what trials see. Returns, per architecture, its MFLOPs, depth, compile seconds, the
     process's resident memory after compiling it (MB), which shows how the cache of compiled
-    code grows over a search.
+    code grows over a search, and the precision.
     """
     import numpy as np
     import optuna
@@ -150,6 +150,7 @@ def sample_compile_times(
                 "depth": sum(spec.stage_depths),
                 "compile_seconds": round(trainer.compile(), 3),
                 "rss_mb": round(resident_megabytes(), 1),
+                "precision": precision,
             }
         )
     return results
@@ -248,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         later = seconds[1:] or seconds
         print(
-            f"compile seconds: median {statistics.median(seconds):.2f}, first {seconds[0]:.2f}, "
+            f"compile seconds in {args.precision}: median {statistics.median(seconds):.2f}, "
+            f"first {seconds[0]:.2f}, "
             f"median after the first {statistics.median(later):.2f}, max {max(seconds):.2f}"
         )
         last = times[-1]["rss_mb"]
@@ -326,8 +328,9 @@ def _check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         ]
         if ignored:
             parser.error(
-                f"--sample compiles default-space networks for 28x28 images and times no "
-                f"training, so it cannot use {', '.join(ignored)}. Drop "
+                "--sample compiles default-space networks for 28x28 images with regnas's "
+                f"choice of grouped convolutions and times no training, so it cannot use "
+                f"{' and '.join(ignored)}. Drop "
                 f"{'it' if len(ignored) == 1 else 'them'}, or time one architecture with "
                 "--config FILE."
             )

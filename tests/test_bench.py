@@ -49,7 +49,7 @@ def test_bench_sample_reports_compile_times_and_memory() -> None:
     lines = result.stdout.splitlines()
     assert lines[0].startswith("  1: ")
     assert "MB resident" in lines[0]
-    assert lines[-2].startswith("compile seconds: median ")
+    assert lines[-2].startswith("compile seconds in float32: median ")
     assert lines[-1].startswith("resident memory: ")
     # Fewer than 10 networks: nothing to compare the last reading with.
     assert lines[-1].endswith(" MB after 2 architectures")
