@@ -46,7 +46,7 @@ def benchmark(
         image_size: Height and width of the square input images.
         grouped_conv: Grouped-convolution implementation (see `regnas.models`).
         repeats: Timed repeats; the reported speed is their median.
-        precision: The dtype of convolutions and matrix multiplies (`TrainConfig.precision`).
+        precision: The dtype the stem and blocks compute in (`TrainConfig.precision`).
     """
     import jax
 
