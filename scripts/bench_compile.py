@@ -24,6 +24,8 @@ import os
 import time
 from typing import Any
 
+from bench_stride2 import positive_int
+
 
 def option(text: str) -> tuple[str, Any]:
     """Parse NAME=VALUE into a compiler option: true and false become bools, digits an int."""
@@ -35,12 +37,6 @@ def option(text: str) -> tuple[str, Any]:
     if value.lower() in ("true", "false"):
         return name, value.lower() == "true"
     return name, int(value) if value.lstrip("-").isdigit() else value
-
-
-def positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
 
 
 def lowered_segments(trainer: Any, seen: set[Any]) -> list[tuple[str, Any]]:
@@ -110,9 +106,9 @@ def lowered_segments(trainer: Any, seen: set[Any]) -> list[tuple[str, Any]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sample", type=positive, default=6, help="networks (default: 6)")
+    parser.add_argument("--sample", type=positive_int, default=6, help="networks (default: 6)")
     parser.add_argument(
-        "--threads", type=positive, default=1, help="compile threads per network (default: 1)"
+        "--threads", type=positive_int, default=1, help="compile threads per network (default: 1)"
     )
     parser.add_argument(
         "--option",

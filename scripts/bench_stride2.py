@@ -67,10 +67,9 @@ def median_ms(function: Callable[..., object], *args: jax.Array, repeats: int) -
 
 def positive_int(text: str) -> int:
     """Parse a command-line integer of at least 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
 
 
 def load_network(

@@ -116,6 +116,18 @@ def test_compile_script_rejects_bad_option(value: str, message: str) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "script", ["bench_stride2.py", "bench_small_images.py", "bench_compile.py"]
+)
+@pytest.mark.parametrize("value", ["0", "x"])
+def test_scripts_reject_bad_counts(script: str, value: str) -> None:
+    flag = "--sample" if script == "bench_compile.py" else "--repeats"
+    result = run_script(script, flag, value)
+
+    assert result.returncode == 2
+    assert f"argument {flag}: must be a positive integer, got '{value}'" in result.stderr
+
+
 @pytest.mark.parametrize("script", ["bench_stride2.py", "bench_small_images.py"])
 def test_scripts_need_config_for_trial(script: str) -> None:
     result = run_script(script, "--trial", "2")
