@@ -106,17 +106,26 @@ def _random_data_trainer(
     spec: Any, batch_size: int, image_size: int, grouped_conv: str, precision: str
 ) -> Any:
     """Return a one-epoch `Trainer` of `spec` on two batches of random images on the device."""
-    import numpy as np
+    from regnas.engine import TrainConfig, Trainer
 
-    from regnas.engine import DeviceData, TrainConfig, Trainer
-
-    rng = np.random.default_rng(0)
-    shape = (batch_size * 2, image_size, image_size, spec.in_channels)
-    images = rng.integers(0, 256, shape, dtype=np.uint8)
-    labels = rng.integers(0, spec.num_classes, batch_size * 2).astype(np.int32)
-    data = DeviceData.create(images, labels, images[:batch_size], labels[:batch_size], batch_size)
+    data = random_device_data(batch_size, image_size, spec.in_channels, spec.num_classes)
     config = TrainConfig(epochs=1, batch_size=batch_size, seed=0, precision=precision)
     return Trainer(spec, config, data, grouped_conv=grouped_conv)  # type: ignore[arg-type]
+
+
+def random_device_data(
+    batch_size: int, image_size: int = 28, channels: int = 1, classes: int = 10
+) -> Any:
+    """Return `DeviceData` of two training batches of random images and one evaluation batch."""
+    import numpy as np
+
+    from regnas.engine import DeviceData
+
+    rng = np.random.default_rng(0)
+    shape = (batch_size * 2, image_size, image_size, channels)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    labels = rng.integers(0, classes, batch_size * 2).astype(np.int32)
+    return DeviceData.create(images, labels, images[:batch_size], labels[:batch_size], batch_size)
 
 
 def sample_compile_times(
@@ -129,17 +138,13 @@ def sample_compile_times(
     process's resident memory after compiling it (MB), which shows how the cache of compiled
     code grows over a search, and the precision.
     """
-    import numpy as np
     import optuna
 
-    from regnas.engine import DeviceData, TrainConfig, Trainer
+    from regnas.engine import TrainConfig, Trainer
     from regnas.study import SearchConfig, sample_at_random
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch_size * 2, 28, 28, 1), dtype=np.uint8)
-    labels = rng.integers(0, 10, batch_size * 2).astype(np.int32)
-    data = DeviceData.create(images, labels, images[:batch_size], labels[:batch_size], batch_size)
+    data = random_device_data(batch_size)
     results: list[dict[str, Any]] = []
     for trial, spec in sample_at_random(SearchConfig(), count, seed):
         config = TrainConfig(epochs=1, batch_size=batch_size, precision=precision)

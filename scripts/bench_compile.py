@@ -32,7 +32,7 @@ def option(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name or not value:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not NAME=VALUE; pass, for example, xla_backend_optimization_level=1."
+            f"{text!r} is not NAME=VALUE. Pass, for example, xla_backend_optimization_level=1."
         )
     if value.lower() in ("true", "false"):
         return name, value.lower() == "true"
@@ -122,18 +122,15 @@ def main() -> int:
     os.environ["REGNAS_COMPILE_CACHE"] = "off"
 
     import jax
-    import numpy as np
     import optuna
 
-    from regnas.engine import CPU_COMPILER_OPTIONS, DeviceData, TrainConfig, Trainer
+    from regnas.bench import random_device_data
+    from regnas.engine import CPU_COMPILER_OPTIONS, TrainConfig, Trainer
     from regnas.study import SearchConfig, sample_at_random
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     batch = 128
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (batch * 2, 28, 28, 1), dtype=np.uint8)
-    labels = rng.integers(0, 10, batch * 2).astype(np.int32)
-    data = DeviceData.create(images, labels, images[:batch], labels[:batch], batch)
+    data = random_device_data(batch)
     options = {**CPU_COMPILER_OPTIONS, **dict(args.option)}
     # Every shape must compile, also where the user set JAX's own cache directory.
     jax.config.update("jax_enable_compilation_cache", False)
@@ -141,6 +138,13 @@ def main() -> int:
         jax.jit(lambda x: x + 1).lower(1.0).compile(options)
     except jax.errors.JaxRuntimeError as error:
         parser.error(f"--option: XLA rejected the options {dict(args.option)}: {error}")
+
+    def compile_one(item: tuple[str, Any]) -> tuple[str, float]:
+        """Compile one lowered executable; return its kind and the seconds taken."""
+        begin = time.perf_counter()
+        item[1].compile(options)
+        return item[0], time.perf_counter() - begin
+
     seen: set[Any] = set()
     seconds: collections.Counter[str] = collections.Counter()
     counts: collections.Counter[str] = collections.Counter()
@@ -152,11 +156,6 @@ def main() -> int:
         start = time.perf_counter()
         lowered = lowered_segments(trainer, seen)
         lowering += time.perf_counter() - start
-
-        def compile_one(item: tuple[str, Any]) -> tuple[str, float]:
-            begin = time.perf_counter()
-            item[1].compile(options)
-            return item[0], time.perf_counter() - begin
 
         start = time.perf_counter()
         for kind, elapsed in pool.map(compile_one, lowered):
