@@ -362,10 +362,8 @@ def _drop_staging_caches() -> None:
         from jax._src import util as jax_util
 
         jax_util.clear_all_caches()
-        # Not among the caches above: 4,096 donation patterns, keyed by argument tree. A backward
-        # pass's tree contains its forward pass's traced graph, so each compiled backward pass
-        # left that graph behind, about 0.5 MB per network of the default space
-        # (docs/benchmarks.md).
+        # clear_all_caches misses this cache of 4,096 donation patterns. Its keys are backward
+        # passes' argument trees, which contain traced graphs (0.5 MB per network).
         api_util.donation_vector.cache_clear()
     except (ImportError, AttributeError):
         pass  # A JAX without these private helpers: memory grows as it did before.

@@ -199,7 +199,7 @@ def test_bench_segments_table(tmp_path: Path) -> None:
     assert lines[-1].endswith("counted as backward.")
 
 
-def test_bench_sample_rejects_options_it_cannot_use() -> None:
+def test_bench_sample_rejects_unused_options() -> None:
     result = run_module("regnas.bench", "--sample", "1", "--image-size", "32", cwd=REPO)
 
     assert result.returncode == 2

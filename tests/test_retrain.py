@@ -140,6 +140,7 @@ def test_checkpoint_without_precision_resumes_in_float32(
             TrainConfig(epochs=1, batch_size=64, precision="bfloat16"),
         )
     assert checkpoint.read_bytes() == before
+
     # The same float32 run resumes: its one epoch is done, so nothing is trained again.
     resumed = run(architecture, idx_dir, tmp_path / "run", TrainConfig(epochs=1, batch_size=64))
     assert [entry["epoch"] for entry in resumed["history"]] == [1]
